@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# CI entry point: install the container tools if missing, build (or reuse) the debootstrap base, then build the
+# project image from the Dockerfile with buildah, tagged as components.constants.DEFAULT_IMAGE.
+#
+# Usage: .ci/image/build.sh [--refresh-base]
+# Needs root (rootful podman/buildah, debootstrap, apt-get) and network access to Debian mirrors and PyPI.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+base_args=()
+[[ ${1:-} == --refresh-base ]] && base_args=(--refresh)
+
+total_start=$SECONDS
+"$(dirname "$0")/install-tools.sh"
+"$(dirname "$0")/build-base.sh" "${base_args[@]}"
+
+image="$(project_image)"
+build_args=(
+    --build-arg "BASE_IMAGE=$BASE_IMAGE_NAME"
+    --build-arg "VERSION=$(project_version)"
+    --build-arg "REVISION=$(git -C "$REPO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+    --build-arg "SOURCE_URL=$(git -C "$REPO_ROOT" remote get-url origin 2>/dev/null || echo unknown)"
+)
+# Behind a TLS-intercepting proxy pip inside the build needs this machine's CA bundle: mount it for the RUN
+# steps only (never copied into a layer) and point pip at it. Without such a bundle pip uses the image's own.
+ca_bundle="${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}"
+mounts=()
+if [[ -s $ca_bundle ]]; then
+    mounts=(-v "$ca_bundle:/etc/ssl/certs/host-ca-bundle.crt:ro")
+    build_args+=(--build-arg "PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt")
+fi
+# A configured index (a PyPI mirror) must be honoured in the build as on the host.
+host_index="$(pip config get global.index-url 2>/dev/null || true)"
+index_url="${PIP_INDEX_URL:-$host_index}"
+[[ -n $index_url && $index_url != file:* ]] && build_args+=(--build-arg "PIP_INDEX_URL=$index_url")
+
+log "building $image from $BASE_IMAGE_NAME with buildah"
+start=$SECONDS
+"${BUILDAH[@]}" bud --isolation chroot --network host --layers \
+    "${mounts[@]}" "${build_args[@]}" \
+    --file "$REPO_ROOT/Dockerfile" --tag "$image" "$REPO_ROOT"
+build_seconds=$((SECONDS - start))
+
+size_bytes="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$image")"
+log "image $image built in ${build_seconds} s, $((size_bytes / 1000000)) MB (all image steps: $((SECONDS - total_start)) s)"

@@ -1,0 +1,355 @@
+"""Throughput and latency of the project's predictor against a stock-KServe-sklearnserver baseline, in one run.
+
+Run: .venv/bin/python benchmarks/serving.py [--duration 10] [--workers 1 2]
+Needs `wrk` (Debian: apt-get install -y wrk). Prints a markdown table and writes benchmarks/results/serving-<ts>.json.
+
+Both servers run on this machine, one at a time, on the same model directories (a model trained here, never
+committed): Iris StandardScaler+LogisticRegression, and RandomForest(100 trees) over make_classification(100_000, 20).
+The baseline mirrors KServe's sklearnserver: a `kserve.Model` that joblib-loads `model.joblib` and calls `predict`
+on `np.asarray(instances)` behind the stock `kserve.ModelServer` with its defaults (1 worker).
+Before loading, the run checks that our server returns sklearn's predictions on every row of each test split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+MODEL_NAME = "bench"
+CONCURRENCIES = (1, 16)
+BATCH_SIZES = (1, 100)
+
+
+@dataclass
+class Run:
+    model: str
+    server: str
+    workers: int
+    rows: int
+    concurrency: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+@dataclass
+class Startup:
+    model: str
+    server: str
+    workers: int
+    cold_start_s: float
+    idle_rss_mb: float
+
+
+# --- the baseline: what KServe's stock sklearnserver does --------------------------------------------------
+
+
+def run_baseline(model_dir: Path, port: int) -> None:
+    import joblib
+    import kserve
+    from kserve.utils.utils import get_predict_input, get_predict_response
+
+    from components.constants import MODEL_FILENAME
+
+    class StockSklearnModel(kserve.Model):
+        def load(self) -> bool:
+            self._model = joblib.load(model_dir / MODEL_FILENAME)
+            self.ready = True
+            return True
+
+        def predict(self, payload, headers=None):
+            instances = get_predict_input(payload)
+            return get_predict_response(payload, self._model.predict(np.asarray(instances)), self.name)
+
+    model = StockSklearnModel(MODEL_NAME)
+    model.load()
+    kserve.ModelServer(http_port=port, workers=1, enable_grpc=False).start([model])
+
+
+# --- models -------------------------------------------------------------------------------------------------
+
+
+def train_models(base: Path) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
+    """Train both benchmark models; returns name -> (model dir, test features, sklearn's test predictions)."""
+    from sklearn.datasets import load_iris, make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from components.constants import ONNX_FILENAME
+    from components.model_artifact import save_model
+    from components.onnx_export import export_verified_onnx
+
+    iris = load_iris()
+    xc, yc = make_classification(n_samples=100_000, n_features=20, random_state=0)
+    specs = {
+        "iris-lr": (
+            iris.data,
+            iris.target,
+            make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+            "logistic_regression",
+            list(iris.feature_names),
+        ),
+        "rf100": (
+            xc,
+            yc,
+            RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=-1),
+            "random_forest",
+            [f"f{i}" for i in range(20)],
+        ),
+    }
+    out = {}
+    for name, (x, y, estimator, family, features) in specs.items():
+        x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
+        started = time.perf_counter()
+        estimator.fit(x_train, y_train)
+        if hasattr(estimator, "n_jobs"):
+            estimator.set_params(n_jobs=None)  # serve like a default-configured estimator: one thread per call
+        directory = base / name
+        directory.mkdir()
+        report = export_verified_onnx(estimator, x_test, directory / ONNX_FILENAME)
+        save_model(
+            directory,
+            estimator,
+            feature_names=features,
+            class_names=[str(c) for c in estimator.classes_],
+            model_family=family,
+            hyperparameters={},
+            training_data_fingerprint="benchmark",
+            label_column="target",
+            extra_files={ONNX_FILENAME: directory / ONNX_FILENAME} if report else None,
+            onnx=report,
+        )
+        print(f"trained {name} in {time.perf_counter() - started:.1f}s; onnx report: {report}", flush=True)
+        out[name] = (directory, x_test, estimator.predict(x_test))
+    return out
+
+
+# --- servers ------------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(kind: str, model_dir: Path, port: int, workers: int, log: Path) -> tuple[subprocess.Popen, float]:
+    if kind == "baseline":
+        argv = [sys.executable, __file__, "--baseline-server", str(model_dir), "--port", str(port)]
+    else:
+        argv = [
+            sys.executable,
+            "-m",
+            "components.serving",
+            f"--model_dir={model_dir}",
+            f"--model_name={MODEL_NAME}",
+            f"--http_port={port}",
+            "--host=127.0.0.1",
+            f"--workers={workers}",
+            f"--max_rows={10_000}",
+            f"--max_body_bytes={64 << 20}",
+        ]
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+    deadline = started + 300
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{kind} server exited with {proc.returncode}; see {log}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}", timeout=1).status_code == 200:
+                return proc, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    stop_server(proc)
+    raise RuntimeError(f"{kind} server not ready after 300 s; see {log}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def tree_rss_mb(pid: int) -> float:
+    import psutil
+
+    root = psutil.Process(pid)
+    return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
+
+
+# --- load ---------------------------------------------------------------------------------------------------
+
+_LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def wrk(
+    url: str, body_file: Path, concurrency: int, duration: float, script_dir: Path
+) -> tuple[float, float, float, int]:
+    """Run wrk; returns (req/s, p50 ms, p99 ms, non-2xx + socket errors)."""
+    script = script_dir / "post.lua"
+    script.write_text(
+        'local f = io.open("' + str(body_file) + '", "rb")\n'
+        "wrk.method = 'POST'\nwrk.body = f:read('*a')\nf:close()\n"
+        "wrk.headers['Content-Type'] = 'application/json'\n"
+    )
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url]
+    text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    pct = {m[0]: float(m[1]) * _LATENCY_UNITS[m[2]] for m in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)\b", text)}
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return rps, pct["50"], pct["99"], errors
+
+
+def check_equivalence(port: int, x_test: np.ndarray, expected: np.ndarray, batch: int = 2000) -> None:
+    got: list = []
+    with httpx.Client(timeout=120) as client:
+        for start in range(0, len(x_test), batch):
+            rows = x_test[start : start + batch].tolist()
+            reply = client.post(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict", json={"instances": rows})
+            reply.raise_for_status()
+            got.extend(reply.json()["predictions"])
+    if got != expected.tolist():
+        differing = int(np.sum(np.asarray(got) != expected))
+        raise SystemExit(f"server predictions differ from sklearn on {differing} of {len(expected)} test rows")
+    print(f"  predictions identical to sklearn on all {len(expected)} test rows", flush=True)
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+
+def markdown(runs: list[Run], startups: list[Startup], workers: list[int]) -> str:
+    lines = [
+        "| model | rows/req | conc. | baseline req/s | ours req/s (1 worker) | ratio | baseline p50 / p99 ms | "
+        "ours p50 / p99 ms | p99 ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    index = {(r.model, r.server, r.workers, r.rows, r.concurrency): r for r in runs}
+    for model in dict.fromkeys(r.model for r in runs):
+        for rows in BATCH_SIZES:
+            for conc in CONCURRENCIES:
+                base = index.get((model, "baseline", 1, rows, conc))
+                ours = index.get((model, "ours", 1, rows, conc))
+                if not base or not ours:
+                    continue
+                lines.append(
+                    f"| {model} | {rows} | {conc} | {base.requests_per_s:,.0f} | {ours.requests_per_s:,.0f} | "
+                    f"**{ours.requests_per_s / base.requests_per_s:.1f}x** | {base.p50_ms:.2f} / {base.p99_ms:.2f} | "
+                    f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} | {ours.p99_ms / base.p99_ms:.2f} |"
+                )
+    lines += ["", "| model | server | workers | cold start s | idle RSS MiB |", "|---|---|---:|---:|---:|"]
+    lines += [
+        f"| {s.model} | {s.server} | {s.workers} | {s.cold_start_s:.1f} | {s.idle_rss_mb:.0f} |" for s in startups
+    ]
+    if len(workers) > 1:
+        lines += [
+            "",
+            "| model | rows/req | conc. | " + " | ".join(f"ours req/s, {w} worker(s)" for w in workers) + " |",
+        ]
+        lines.append("|---|---:|---:|" + "---:|" * len(workers))
+        for model in dict.fromkeys(r.model for r in runs):
+            for rows in BATCH_SIZES:
+                cells = [index.get((model, "ours", w, rows, CONCURRENCIES[-1])) for w in workers]
+                if all(cells):
+                    values = " | ".join(f"{c.requests_per_s:,.0f}" for c in cells if c)
+                    lines.append(f"| {model} | {rows} | {CONCURRENCIES[-1]} | {values} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of load per measurement")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for our server")
+    parser.add_argument("--models", nargs="+", default=["iris-lr", "rf100"])
+    parser.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_server:
+        run_baseline(args.baseline_server, args.port)
+        return
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    models = {k: v for k, v in train_models(work).items() if k in args.models}
+    runs: list[Run] = []
+    startups: list[Startup] = []
+    servers = [("baseline", 1)] + [("ours", w) for w in args.workers]
+    for model, (directory, x_test, expected) in models.items():
+        bodies = {}
+        for rows in BATCH_SIZES:
+            bodies[rows] = work / f"{model}-{rows}.json"
+            bodies[rows].write_text(json.dumps({"instances": x_test[:rows].tolist()}))
+        for kind, workers in servers:
+            port = free_port()
+            proc, cold = start_server(kind, directory, port, workers, work / f"{model}-{kind}-{workers}.log")
+            try:
+                time.sleep(1.0)
+                startups.append(Startup(model, kind, workers, cold, tree_rss_mb(proc.pid)))
+                print(f"{model} {kind} x{workers}: ready in {cold:.1f}s", flush=True)
+                if kind == "ours" and workers == 1:
+                    check_equivalence(port, x_test, expected)
+                url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
+                for rows in BATCH_SIZES:
+                    wrk(url, bodies[rows], 4, 1.0, work)  # warm-up
+                    for conc in CONCURRENCIES:
+                        if workers > 1 and conc == 1:
+                            continue  # extra workers only matter with concurrent clients
+                        rps, p50, p99, errors = wrk(url, bodies[rows], conc, args.duration, work)
+                        runs.append(Run(model, kind, workers, rows, conc, rps, p50, p99, errors))
+                        print(
+                            f"  rows={rows} c={conc}: {rps:,.0f} req/s p50={p50:.2f}ms p99={p99:.2f}ms errors={errors}",
+                            flush=True,
+                        )
+            finally:
+                stop_server(proc)
+    table = markdown(runs, startups, args.workers)
+    print("\n" + table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"serving-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join(["benchmarks/serving.py", *sys.argv[1:]]),
+                "cpus": os.cpu_count(),
+                "duration_s": args.duration,
+                "runs": [asdict(r) for r in runs],
+                "startups": [asdict(s) for s in startups],
+                "markdown": table,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nwrote {out}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""A scikit-learn model from data to a live KServe endpoint with Kubeflow Pipelines."""

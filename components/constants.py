@@ -1,0 +1,163 @@
+"""Names shared by training, serving, deploy and the tests: each magic string lives here once."""
+
+from typing import Final
+
+# --- Model directory (what train writes, what every server loads) -------------------------------
+MODEL_FILENAME: Final = "model.joblib"
+"""The one pickle in a model directory; KServe's sklearnserver refuses zero or several."""
+MODEL_CARD_FILENAME: Final = "model.json"
+"""Metadata beside the model: features, classes, versions, hashes, lineage."""
+ONNX_FILENAME: Final = "model.onnx"
+"""Optional fast path, written only when it reproduces sklearn's predictions on held-out data."""
+MODEL_CARD_SCHEMA_VERSION: Final = 1
+
+# --- Data ------------------------------------------------------------------------------------
+DEFAULT_DATASET: Final = "iris"
+DEFAULT_LABEL_COLUMN: Final = "target"
+BUILTIN_DATASETS: Final = ("iris", "wine", "breast_cancer")
+
+# --- Metrics (keys in KFP Metrics and in the evaluation JSON) -----------------------------------
+METRIC_ACCURACY: Final = "accuracy"
+METRIC_F1_MACRO: Final = "f1_macro"
+METRIC_ROC_AUC: Final = "roc_auc_ovr"
+
+# --- Model families -------------------------------------------------------------------------
+MODEL_FAMILIES: Final = ("logistic_regression", "random_forest")
+DEFAULT_MODEL_FAMILY: Final = "logistic_regression"
+
+# --- Serving ---------------------------------------------------------------------------------
+DEFAULT_MODEL_NAME: Final = "sklearn-iris"
+DEFAULT_HTTP_PORT: Final = 8080
+DEFAULT_HOST: Final = "127.0.0.1"
+SKLEARN_MODEL_FORMAT: Final = "sklearn"
+
+# --- Deploy targets --------------------------------------------------------------------------
+DEPLOY_TARGET_LOCAL: Final = "local"
+DEPLOY_TARGET_KUBERNETES: Final = "kubernetes"
+DEPLOY_TARGETS: Final = (DEPLOY_TARGET_LOCAL, DEPLOY_TARGET_KUBERNETES)
+
+# --- KServe API ------------------------------------------------------------------------------
+KSERVE_GROUP: Final = "serving.kserve.io"
+KSERVE_VERSION: Final = "v1beta1"
+KSERVE_API_VERSION: Final = f"{KSERVE_GROUP}/{KSERVE_VERSION}"
+INFERENCE_SERVICE_KIND: Final = "InferenceService"
+INFERENCE_SERVICE_PLURAL: Final = "inferenceservices"
+SERVING_RUNTIME_NAME: Final = "kfp-sklearn-kserve"
+DEFAULT_NAMESPACE: Final = "kserve-models"
+
+# --- Image -----------------------------------------------------------------------------------
+DEFAULT_IMAGE: Final = "localhost/kfp-sklearn-kserve:0.1.0"
+"""Used by every component and by the ServingRuntime; `pipeline.py compile --image` overrides it."""
+
+# --- ONNX fast path (components/onnx_export.py writes it, components/serving reads it) -----------
+ONNX_TARGET_OPSET: Final = 18
+"""Default-domain opset for skl2onnx; onnxruntime 1.32 runs it and every converter we use supports it."""
+ONNX_ML_TARGET_OPSET: Final = 3
+"""`ai.onnx.ml` opset 3 stores tree thresholds as double, so double inputs compare like sklearn does."""
+ONNX_LABEL_OUTPUT: Final = "label"
+ONNX_PROBA_OUTPUT: Final = "probabilities"
+ONNX_PROBA_TOLERANCE: Final = 1e-6
+"""Max absolute probability difference to sklearn accepted at export (trees emit float32 probabilities)."""
+
+# --- Serving options and metrics -----------------------------------------------------------------
+DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
+"""Largest request body the server reads (413 above it); 1 MiB holds ~10k Iris rows of JSON."""
+DEFAULT_MAX_ROWS: Final = 1000
+"""Most instances per request (400 above it): bounds latency and memory per call."""
+PROBA_PARAMETER: Final = "return_probabilities"
+"""V1 body key / V2 `parameters` key that asks for class probabilities instead of labels."""
+METRIC_PREDICTIONS: Final = "kfp_sklearn_predictions_total"
+METRIC_REJECTED: Final = "kfp_sklearn_rejected_requests_total"
+METRIC_MODEL_INFO: Final = "kfp_sklearn_model_info"
+
+# --- Monitoring: payload logs, reference profile, drift (components/monitoring/) ----------------
+REFERENCE_PROFILE_FILENAME: Final = "reference_profile.json"
+"""Training-time feature distribution beside the model; the drift check compares live traffic with it."""
+REFERENCE_PROFILE_SCHEMA_VERSION: Final = 1
+PAYLOAD_LOG_SUFFIX: Final = ".parquet"
+PAYLOAD_LOG_DATE_PREFIX: Final = "date="
+"""Hive-style day partition under `<log_dir>/<model_name>/`, so a window reads only the days it spans."""
+PAYLOAD_COLUMN_REQUEST_ID: Final = "request_id"
+PAYLOAD_COLUMN_TIMESTAMP: Final = "timestamp"
+PAYLOAD_COLUMN_MODEL_NAME: Final = "model_name"
+PAYLOAD_COLUMN_MODEL_SHA256: Final = "model_sha256"
+PAYLOAD_COLUMN_PREDICTION: Final = "prediction"
+PAYLOAD_COLUMN_SOURCE: Final = "source"
+PAYLOAD_SOURCE_LOCAL: Final = "local-server"
+PAYLOAD_SOURCE_KSERVE_LOGGER: Final = "kserve-logger"
+KSERVE_LOGGER_MODES: Final = ("all", "request", "response")
+CE_TYPE_INFERENCE_REQUEST: Final = "org.kubeflow.serving.inference.request"
+CE_TYPE_INFERENCE_RESPONSE: Final = "org.kubeflow.serving.inference.response"
+"""CloudEvent types KServe's logger agent sends (kserve pkg/logger/worker.go)."""
+DEFAULT_SINK_PORT: Final = 8080
+DEFAULT_PSI_THRESHOLD: Final = 0.2
+DEFAULT_KS_ALPHA: Final = 0.01
+DEFAULT_MIN_RECORDS: Final = 200
+DRIFT_STATUS_OK: Final = "ok"
+DRIFT_STATUS_DRIFT: Final = "drift"
+DRIFT_STATUS_NOT_ENOUGH_DATA: Final = "not_enough_data"
+ON_DRIFT_RETRAIN: Final = "retrain"
+ON_DRIFT_FAIL: Final = "fail"
+ON_DRIFT_REPORT: Final = "report"
+ON_DRIFT_ACTIONS: Final = (ON_DRIFT_RETRAIN, ON_DRIFT_FAIL, ON_DRIFT_REPORT)
+RETRAIN_REQUEST_FILENAME: Final = "retrain_request.json"
+METRIC_DRIFT_RECORDS: Final = "drift_records"
+METRIC_DRIFT_FEATURES_DRIFTED: Final = "drift_features_drifted"
+METRIC_DRIFT_MAX_PSI: Final = "drift_max_psi"
+METRIC_DRIFT_MIN_KS_PVALUE: Final = "drift_min_ks_pvalue"
+METRIC_DRIFT_DETECTED: Final = "drift_detected"
+MONITORING_PIPELINE_NAME: Final = "sklearn-monitoring"
+MONITORING_PIPELINE_FILENAME: Final = "monitoring_pipeline.yaml"
+
+# --- Cluster path (manifests/, inference_service, deploy_kubernetes, submit) ------------------
+DEPLOYMENT_MODE_ANNOTATION: Final = "serving.kserve.io/deploymentMode"
+DEPLOYMENT_MODE_STANDARD: Final = "Standard"
+"""Plain Deployment + Service (was RawDeployment): needs only cert-manager, fits kind/minikube."""
+DEPLOYMENT_MODE_KNATIVE: Final = "Knative"
+"""Serverless (was Serverless): needs Knative + Istio; the only mode that honours canaryTrafficPercent."""
+DEPLOYMENT_MODES: Final = (DEPLOYMENT_MODE_STANDARD, DEPLOYMENT_MODE_KNATIVE)
+PROTOCOL_VERSIONS: Final = ("v1", "v2")
+SKLEARN_MODEL_FORMAT_VERSION: Final = "1"
+MODEL_MOUNT_PATH: Final = "/mnt/models"
+"""Where KServe's storage initializer puts the model directory inside the predictor pod."""
+PREDICTOR_COMMAND: Final = "kfp-sklearn-serve"
+PREDICTOR_UID: Final = 1000
+LINEAGE_ANNOTATION_PREFIX: Final = "kfp-sklearn-kserve/"
+"""Prefix of the lineage annotations on every InferenceService the pipeline deploys."""
+CANARY_ANNOTATION: Final = f"{LINEAGE_ANNOTATION_PREFIX}canary-traffic-percent"
+"""Asks deploy for a Standard-mode canary (`spec.canary`) beside the live predictor."""
+CANARY_PREDICTOR_NAME: Final = "canary"
+DEFAULT_PREDICTOR_RESOURCES: Final = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+"""Small enough for kind/minikube; the stock sklearn runtime asks 1 CPU / 2Gi."""
+STORAGE_URI_SCHEMES: Final = ("s3", "gs", "pvc", "http", "https", "hf", "oci")
+"""URI schemes KServe's storage initializer can fetch (`minio://` is rewritten to `s3://` first)."""
+
+KFP_NAMESPACE: Final = "kubeflow"
+KFP_RUN_SERVICE_ACCOUNT: Final = "pipeline-runner"
+"""The run service account of standalone KFP; the deploy step's RBAC is granted to it."""
+KFP_PIPELINE_ROOT: Final = "minio://mlpipeline/v2/artifacts"
+KFP_OBJECT_STORE_ENDPOINT: Final = "seaweedfs.kubeflow:9000"
+"""KFP >= 2.15 standalone (SeaweedFS, S3-compatible port); older releases: minio-service.kubeflow:9000."""
+DEPLOYER_ROLE_NAME: Final = "kfp-isvc-deployer"
+"""Role in the models namespace that lets the run service account manage InferenceServices."""
+DEPLOYER_ROLE_BINDING_NAME: Final = "kfp-isvc-deployer"
+MODEL_READER_SERVICE_ACCOUNT: Final = "kfp-model-reader"
+"""Predictor service account whose Secret lets the storage initializer read KFP's object store."""
+MODEL_STORE_SECRET_NAME: Final = "kfp-object-store"
+DEFAULT_DEPLOY_TIMEOUT_SECONDS: Final = 600.0
+
+# --- Local deploy target ---------------------------------------------------------------------
+DEFAULT_LOCAL_ROOT: Final = "local_outputs"
+"""Where `pipeline.py run` keeps KFP's local pipeline root and the model store (relative to the working dir)."""
+LOCAL_STORE_DIRNAME: Final = "model_store"
+LOCAL_STORE_PVC: Final = "model-store"
+"""PVC name in the manifest the local target writes: the same store layout, served from a volume."""
+MODEL_SHA256_ANNOTATION: Final = "kfp-sklearn-kserve/model-sha256"
+"""InferenceService annotation the KServe logger copies into each event (logger.metadataAnnotations)."""
+CONTAINER_HOST: Final = "0.0.0.0"  # noqa: S104 - inside a pod the predictor must listen on the pod IP
+"""`kfp-sklearn-serve` binds all interfaces by default (it runs in the container); `serve()` defaults to loopback."""
+PREDICTOR_CONTAINER_NAME: Final = "kserve-container"
+"""KServe merges `predictor.model` into the runtime container of this name (the canary schema requires it)."""

@@ -1,0 +1,12 @@
+"""Production monitoring: payload logs, the training-time reference profile, drift checks and the retrain trigger.
+
+Modules, each one concept:
+
+- `payload_log`: the Parquet record schema, `PayloadLogWriter` (background batching) and `read_payload_window`.
+- `sink`: decodes KServe logger CloudEvents into the same records; `logger_spec` for the InferenceService.
+- `reference`: `build_reference_profile` (written beside the model at training time).
+- `drift`: `detect_drift` (PSI + two-sample KS with a Bonferroni correction) and `DriftReport`.
+- `report`: `render_drift_report_html` (inline SVG, no plotting dependency).
+- `retrain`: what to do on drift: `decide_on_drift`, `write_retrain_request`, `trigger_retraining`.
+- `ops` / `pipeline_def`: the thin KFP components and `monitoring_pipeline`.
+"""

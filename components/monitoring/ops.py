@@ -1,0 +1,162 @@
+"""KFP components of the monitoring pipeline: thin wrappers over components.monitoring.
+
+Only stdlib and kfp are imported at module level (compiling stays cheap); each body imports the logic it calls
+from the `components` package baked into `DEFAULT_IMAGE`.
+"""
+
+
+from kfp import dsl
+from kfp.dsl import HTML, Artifact, Input, Metrics, Output
+
+from components.constants import DEFAULT_IMAGE
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def check_drift_op(
+    report_html: Output[HTML],
+    metrics: Output[Metrics],
+    drift_report: Output[Artifact],
+    log_dir: str,
+    model_dir: str,
+    model_name: str,
+    window_hours: float,
+    window_end: str,
+    psi_threshold: float,
+    ks_alpha: float,
+    min_records: int,
+    on_drift: str,
+    s3_endpoint: str = "",
+) -> str:
+    """Compare a window of logged inputs with the model's reference profile.
+
+    Args:
+        report_html: Per-feature plots and the decision (shown in the KFP UI).
+        metrics: Record count, drifted features, max PSI, min KS p-value, drift flag.
+        drift_report: The `DriftReport` as JSON (`drift_report.json` inside the artifact directory).
+        log_dir: Payload log root (local path or `s3://bucket/prefix`).
+        model_dir: Model directory holding `reference_profile.json` (path, `s3://` or `minio://` URI).
+        model_name: Which model's logs to read.
+        window_hours: Length of the window ending at `window_end`.
+        window_end: ISO time (UTC if naive); empty for now.
+        psi_threshold: Smallest PSI that counts.
+        ks_alpha: Family-wise KS false-alarm level.
+        min_records: Fewer rows give `not_enough_data`.
+        on_drift: `retrain`, `fail` or `report` (checked here so a typo fails on the first run, drift or not).
+        s3_endpoint: S3-compatible endpoint for `s3://` locations (e.g. `http://seaweedfs.kubeflow:9000`).
+
+    Returns:
+        The action to take: `none` unless the status is `drift`, else `on_drift`. (One plain output on purpose:
+        kfp.local 2.17 cannot branch on a named output of a multi-output task.)
+    """
+    import json
+    from datetime import datetime
+    from pathlib import Path
+
+    from components.constants import (
+        METRIC_DRIFT_DETECTED,
+        METRIC_DRIFT_FEATURES_DRIFTED,
+        METRIC_DRIFT_MAX_PSI,
+        METRIC_DRIFT_MIN_KS_PVALUE,
+        METRIC_DRIFT_RECORDS,
+    )
+    from components.monitoring.drift import detect_drift
+    from components.monitoring.payload_log import open_filesystem, read_payload_window, window_bounds
+    from components.monitoring.reference import load_reference_profile_from_uri
+    from components.monitoring.report import render_drift_report_html
+    from components.monitoring.retrain import decide_on_drift
+
+    decide_on_drift("ok", on_drift)  # validates the policy before any work
+    profile = load_reference_profile_from_uri(model_dir, s3_endpoint=s3_endpoint)
+    start, end = window_bounds(datetime.fromisoformat(window_end) if window_end else None, window_hours)
+    filesystem, location = open_filesystem(log_dir, s3_endpoint=s3_endpoint)
+    window = read_payload_window(location, model_name=model_name, start=start, end=end, filesystem=filesystem)
+    report = detect_drift(profile, window, psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_records=min_records)
+
+    Path(report_html.path).write_text(render_drift_report_html(report, profile, window), encoding="utf-8")
+    Path(drift_report.path).mkdir(parents=True, exist_ok=True)
+    document = {**report.to_dict(), "window_start": start.isoformat(), "window_end": end.isoformat()}
+    (Path(drift_report.path) / "drift_report.json").write_text(json.dumps(document, indent=2), encoding="utf-8")
+    drift_report.metadata.update({"status": report.status, "records": report.records, "model_name": model_name})
+    metrics.log_metric(METRIC_DRIFT_RECORDS, report.records)
+    metrics.log_metric(METRIC_DRIFT_FEATURES_DRIFTED, len(report.drifted_features))
+    metrics.log_metric(METRIC_DRIFT_MAX_PSI, round(report.max_psi, 6))
+    metrics.log_metric(METRIC_DRIFT_MIN_KS_PVALUE, report.min_ks_pvalue)
+    metrics.log_metric(METRIC_DRIFT_DETECTED, int(report.drift_detected))
+    print(report.message)  # noqa: T201  # the step log is what a person reads first
+    return decide_on_drift(report.status, on_drift)
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def request_retraining_op(
+    drift_report: Input[Artifact],
+    model_name: str,
+    model_dir: str,
+    retrain_request_dir: str,
+    kfp_endpoint: str,
+    training_pipeline_id: str,
+    training_pipeline_package: str,
+    training_arguments: str,
+    kfp_namespace: str,
+) -> str:
+    """Record a retraining request and, with a KFP endpoint, start the training pipeline.
+
+    Args:
+        drift_report: From `check_drift_op`.
+        model_name: The drifted model.
+        model_dir: Its model directory (written into the request).
+        retrain_request_dir: Where to write `retrain_request.json` (empty: no marker).
+        kfp_endpoint: KFP API to start the run on (empty: marker only).
+        training_pipeline_id: Uploaded training pipeline id (preferred on a cluster).
+        training_pipeline_package: Compiled training pipeline YAML inside the image (alternative).
+        training_arguments: JSON object of training pipeline parameters.
+        kfp_namespace: Profile namespace on multi-user Kubeflow.
+
+    Returns:
+        The started run id, or the marker path when no endpoint was given.
+    """
+    import json
+    from dataclasses import replace
+    from pathlib import Path
+
+    from components.monitoring.retrain import new_retrain_request, trigger_retraining, write_retrain_request
+
+    if not retrain_request_dir and not kfp_endpoint:
+        raise ValueError("on_drift='retrain' needs kfp_endpoint (start a run) or retrain_request_dir (write a request)")
+    report = json.loads((Path(drift_report.path) / "drift_report.json").read_text(encoding="utf-8"))
+    request = new_retrain_request(model_name=model_name, model_uri=model_dir, report=report)
+    outcome = ""
+    if kfp_endpoint:
+        arguments = json.loads(training_arguments or "{}")
+        if not isinstance(arguments, dict):
+            raise ValueError("training_arguments must be a JSON object of pipeline parameters")
+        outcome = trigger_retraining(
+            endpoint=kfp_endpoint,
+            arguments=arguments,
+            pipeline_id=training_pipeline_id,
+            pipeline_package_path=training_pipeline_package,
+            namespace=kfp_namespace,
+            run_name=f"retrain-{model_name}",
+        )
+        request = replace(request, run_id=outcome)
+    if retrain_request_dir:
+        marker = write_retrain_request(Path(retrain_request_dir), request)
+        outcome = outcome or str(marker)
+    print(f"retraining requested for {model_name}: {request.reason} -> {outcome}")  # noqa: T201
+    return outcome
+
+
+@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
+def fail_on_drift_op(drift_report: Input[Artifact], model_name: str) -> None:
+    """Fail the run on purpose so alerting on failed runs fires (on_drift='fail').
+
+    Args:
+        drift_report: From `check_drift_op`.
+        model_name: The drifted model.
+    """
+    import json
+    from pathlib import Path
+
+    from components.monitoring.retrain import DriftDetectedError
+
+    report = json.loads((Path(drift_report.path) / "drift_report.json").read_text(encoding="utf-8"))
+    raise DriftDetectedError(f"data drift for model {model_name}: {report['message']}")

@@ -1,0 +1,477 @@
+"""Payload logs: one Parquet record per predicted row, written in batches off the request path.
+
+Layout (the same for the local server and the cluster sink)::
+
+    <log_dir>/<model_name>/date=YYYY-MM-DD/part-<utc time>-<random>.parquet
+
+Each file is written under a hidden temporary name and renamed into place (local disks), or uploaded in one
+PUT (object stores), so a reader never sees a half-written file. Columns: `request_id`, `timestamp` (UTC),
+`model_name`, `model_sha256`, one float64 column per feature (named as in the model card), `prediction` (the
+class label as text) and `source` (who logged it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from components.constants import (
+    PAYLOAD_COLUMN_MODEL_NAME,
+    PAYLOAD_COLUMN_MODEL_SHA256,
+    PAYLOAD_COLUMN_PREDICTION,
+    PAYLOAD_COLUMN_REQUEST_ID,
+    PAYLOAD_COLUMN_SOURCE,
+    PAYLOAD_COLUMN_TIMESTAMP,
+    PAYLOAD_LOG_DATE_PREFIX,
+    PAYLOAD_LOG_SUFFIX,
+    PAYLOAD_SOURCE_LOCAL,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+logger = logging.getLogger(__name__)
+
+METADATA_COLUMNS: tuple[str, ...] = (
+    PAYLOAD_COLUMN_REQUEST_ID,
+    PAYLOAD_COLUMN_TIMESTAMP,
+    PAYLOAD_COLUMN_MODEL_NAME,
+    PAYLOAD_COLUMN_MODEL_SHA256,
+    PAYLOAD_COLUMN_PREDICTION,
+    PAYLOAD_COLUMN_SOURCE,
+)
+"""Every column that is not a feature; feature names must not collide with them."""
+
+_TEMP_PREFIX = ".tmp-"
+"""Readers skip hidden names, so an interrupted write leaves no visible partial file."""
+
+
+class PayloadLogError(ValueError):
+    """A payload log cannot be written or read as asked; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """One `record()` call waiting for the background thread: kept as given, converted only there."""
+
+    timestamp_ns: int
+    instances: Any
+    predictions: Sequence[Any]
+    request_ids: Sequence[str] | None
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """What a writer did so far; `dropped` > 0 means the queue was full and records were shed."""
+
+    recorded: int
+    written: int
+    dropped: int
+    failed: int
+    files: int
+
+
+def resolve_destination(destination: Path | str, filesystem: pafs.FileSystem | None = None) -> tuple[Any, str]:
+    """Turn a directory or URI into a pyarrow filesystem and a base path on it.
+
+    Args:
+        destination: A local directory, or a URI pyarrow understands (`s3://bucket/prefix`, `file:///...`).
+        filesystem: A ready filesystem (e.g. `S3FileSystem(endpoint_override=...)`); `destination` is then a
+            path on it (`bucket/prefix` for S3).
+
+    Returns:
+        `(filesystem, base_path)` with no trailing slash.
+    """
+    import pyarrow.fs as pafs
+
+    if filesystem is not None:
+        text = str(destination)
+        for scheme in ("s3://", "gs://", "file://"):
+            text = text.removeprefix(scheme)
+        return filesystem, text.rstrip("/")
+    text = str(destination)
+    if "://" in text:
+        fs, path = pafs.FileSystem.from_uri(text)
+        return fs, path.rstrip("/")
+    return pafs.LocalFileSystem(), str(Path(text).resolve())
+
+
+def open_filesystem(uri: str, *, s3_endpoint: str = "") -> tuple[pafs.FileSystem | None, str]:
+    """A filesystem for a log or model location given as a pipeline parameter.
+
+    `minio://bucket/key` (KFP artifact URIs) is read as `s3://bucket/key`. With `s3_endpoint` (e.g.
+    `http://seaweedfs.kubeflow:9000`) an S3-compatible store is used; pyarrow takes the credentials from
+    `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`. Local paths return `(None, uri)`.
+    """
+    import pyarrow.fs as pafs
+
+    text = uri.strip()
+    if text.startswith("minio://"):
+        text = "s3://" + text.removeprefix("minio://")
+    if text.startswith("s3://") and s3_endpoint:
+        scheme, _, host = s3_endpoint.partition("://")
+        fs = pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "http")
+        return fs, text.removeprefix("s3://")
+    return None, text
+
+
+def partition_dir(base: str, model_name: str, day: date) -> str:
+    """The folder holding one model's records for one UTC day."""
+    return f"{base}/{model_name}/{PAYLOAD_LOG_DATE_PREFIX}{day.isoformat()}"
+
+
+def encode_prediction(value: Any) -> str | None:
+    """Class labels are stored as text so ints, strings and numpy scalars compare equal across sources."""
+    if value is None:
+        return None  # request-only logging: no prediction known
+    if hasattr(value, "item") and callable(value.item):
+        value = value.item()
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def payload_schema(feature_names: Sequence[str]) -> pa.Schema:
+    """The Parquet schema of a payload log for these features."""
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            pa.field(PAYLOAD_COLUMN_REQUEST_ID, pa.string()),
+            pa.field(PAYLOAD_COLUMN_TIMESTAMP, pa.timestamp("us", tz="UTC")),
+            pa.field(PAYLOAD_COLUMN_MODEL_NAME, pa.string()),
+            pa.field(PAYLOAD_COLUMN_MODEL_SHA256, pa.string()),
+            *[pa.field(name, pa.float64()) for name in feature_names],
+            pa.field(PAYLOAD_COLUMN_PREDICTION, pa.string()),
+            pa.field(PAYLOAD_COLUMN_SOURCE, pa.string()),
+        ]
+    )
+
+
+def _check_feature_names(feature_names: Sequence[str]) -> list[str]:
+    names = [str(n) for n in feature_names]
+    if not names:
+        raise PayloadLogError("feature_names is empty: the log needs the model's feature names as column names")
+    if len(set(names)) != len(names):
+        raise PayloadLogError(f"feature_names has duplicates: {names}")
+    clash = sorted(set(names) & set(METADATA_COLUMNS))
+    if clash:
+        raise PayloadLogError(f"feature names {clash} collide with payload log columns {list(METADATA_COLUMNS)}")
+    return names
+
+
+class PayloadLogWriter:
+    """Append predicted rows to a Parquet payload log without slowing the caller.
+
+    `record()` only enqueues (a few microseconds); a daemon thread converts and writes a file every
+    `batch_size` rows or `flush_interval_s` seconds, whichever comes first. `close()` drains the queue, so a
+    clean shutdown loses nothing. If the queue holds `max_pending` calls (the disk is slower than traffic),
+    further calls are dropped and counted in `stats().dropped` rather than blocking predictions.
+
+    Args:
+        directory: Log root (local directory, or a URI such as `s3://bucket/prefix`).
+        model_name: Sub-folder and `model_name` column.
+        model_sha256: Digest of the served `model.joblib`, so records say which model answered.
+        feature_names: Column names for the instance columns, in the model's order.
+        batch_size: Rows per file, at most.
+        flush_interval_s: Longest time a row waits in memory before it is written.
+        max_pending: Queued `record()` calls beyond which new ones are dropped.
+        source: Value of the `source` column.
+        filesystem: A ready pyarrow filesystem for `directory` (S3 endpoint and credentials are set on it).
+    """
+
+    def __init__(
+        self,
+        directory: Path | str,
+        *,
+        model_name: str,
+        model_sha256: str,
+        feature_names: list[str],
+        batch_size: int = 1000,
+        flush_interval_s: float = 30.0,
+        max_pending: int = 100_000,
+        source: str = PAYLOAD_SOURCE_LOCAL,
+        filesystem: pafs.FileSystem | None = None,
+    ) -> None:
+        if not model_name or "/" in model_name:
+            raise PayloadLogError(f"model_name must be a non-empty name without '/', got {model_name!r}")
+        if batch_size < 1:
+            raise PayloadLogError(f"batch_size must be >= 1, got {batch_size}")
+        if flush_interval_s <= 0:
+            raise PayloadLogError(f"flush_interval_s must be > 0, got {flush_interval_s}")
+        self.model_name = model_name
+        self.model_sha256 = model_sha256
+        self.feature_names = _check_feature_names(feature_names)
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.source = source
+        self._fs, self._base = resolve_destination(directory, filesystem)
+        self._schema = payload_schema(self.feature_names)
+        self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_pending)
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._recorded = 0
+        self._dropped = 0
+        self._written = 0
+        self._failed = 0
+        self._files = 0
+        self._thread = threading.Thread(target=self._run, name=f"payload-log-{model_name}", daemon=True)
+        self._thread.start()
+
+    # --- caller side: keep it cheap ----------------------------------------------------------------
+    def record(
+        self,
+        instances: np.ndarray,
+        predictions: Sequence[Any],
+        *,
+        request_ids: Sequence[str] | None = None,
+        timestamp: datetime | None = None,
+    ) -> None:
+        """Enqueue the rows of one successful prediction; never blocks and never touches the disk.
+
+        Args:
+            instances: 2-D array (rows x features) exactly as the model received it. Not copied: do not
+                mutate it afterwards.
+            predictions: One prediction per row.
+            request_ids: One id per row (the KServe sink passes the CloudEvent id); generated when absent.
+            timestamp: When the prediction happened (default: now, UTC).
+
+        Raises:
+            PayloadLogError: After `close()`, or when the shapes do not line up (a caller bug, not a client one).
+        """
+        if self._closed:
+            raise PayloadLogError("record() after close(): the payload log writer is closed")
+        shape = getattr(instances, "shape", None)
+        if shape is None or len(shape) != 2 or shape[1] != len(self.feature_names):
+            raise PayloadLogError(
+                f"instances must be a 2-D array with {len(self.feature_names)} columns, got shape {shape}"
+            )
+        if len(predictions) != shape[0]:
+            raise PayloadLogError(f"{shape[0]} instance rows but {len(predictions)} predictions")
+        if request_ids is not None and len(request_ids) != shape[0]:
+            raise PayloadLogError(f"{shape[0]} instance rows but {len(request_ids)} request ids")
+        when = time.time_ns() if timestamp is None else round(_to_utc(timestamp).timestamp() * 1e6) * 1000
+        try:
+            self._queue.put_nowait(_Pending(when, instances, predictions, request_ids))
+            self._recorded += shape[0]
+        except queue.Full:
+            self._dropped += shape[0]
+
+    def close(self) -> None:
+        """Write everything still queued and stop the background thread (idempotent)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        # The sentinel must get in even if the queue is full: this put blocks until the thread makes room.
+        self._queue.put(None)
+        self._thread.join()
+
+    def stats(self) -> WriterStats:
+        """Counters so far (read without locking: exact once `close()` returned)."""
+        return WriterStats(self._recorded, self._written, self._dropped, self._failed, self._files)
+
+    def __enter__(self) -> PayloadLogWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- background thread -------------------------------------------------------------------------
+    def _run(self) -> None:
+        pending: list[_Pending] = []
+        rows = 0
+        deadline = float("inf")
+        while True:
+            timeout = max(0.0, deadline - time.monotonic()) if pending else None
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:  # the oldest pending row has waited flush_interval_s
+                self._flush(pending)
+                pending, rows = [], 0
+                continue
+            if item is None:
+                self._flush(pending)
+                return
+            if not pending:
+                deadline = time.monotonic() + self.flush_interval_s
+            pending.append(item)
+            rows += len(item.predictions)
+            if rows >= self.batch_size:
+                self._flush(pending)
+                pending, rows = [], 0
+
+    def _flush(self, pending: list[_Pending]) -> None:
+        if not pending:
+            return
+        count = sum(len(p.predictions) for p in pending)
+        try:
+            table = self._to_table(pending)
+            self._write_partitioned(table)
+            self._written += count
+        except Exception:
+            # A broken disk must not take the model server down with it; the loss is counted and logged.
+            self._failed += count
+            logger.exception("payload log: failed to write %d records for %s", count, self.model_name)
+
+    def _to_table(self, pending: list[_Pending]) -> pa.Table:
+        import numpy as np
+        import pyarrow as pa
+
+        matrix = np.concatenate([np.asarray(p.instances, dtype=np.float64) for p in pending], axis=0)
+        times: list[int] = []
+        ids: list[str] = []
+        predictions: list[str | None] = []
+        for p in pending:
+            n = len(p.predictions)
+            times.extend([p.timestamp_ns // 1000] * n)
+            ids.extend(p.request_ids if p.request_ids is not None else [uuid.uuid4().hex for _ in range(n)])
+            predictions.extend(encode_prediction(v) for v in p.predictions)
+        rows = len(times)
+        columns: dict[str, Any] = {
+            PAYLOAD_COLUMN_REQUEST_ID: ids,
+            PAYLOAD_COLUMN_TIMESTAMP: pa.array(times, type=pa.timestamp("us", tz="UTC")),
+            PAYLOAD_COLUMN_MODEL_NAME: [self.model_name] * rows,
+            PAYLOAD_COLUMN_MODEL_SHA256: [self.model_sha256] * rows,
+        }
+        for index, name in enumerate(self.feature_names):
+            columns[name] = matrix[:, index]
+        columns[PAYLOAD_COLUMN_PREDICTION] = predictions
+        columns[PAYLOAD_COLUMN_SOURCE] = [self.source] * rows
+        return pa.table(columns, schema=self._schema)
+
+    def _write_partitioned(self, table: pa.Table) -> None:
+        import pyarrow.compute as pc
+
+        days = pc.cast(table[PAYLOAD_COLUMN_TIMESTAMP], "date32")
+        for day in pc.unique(days).to_pylist():
+            part = table.filter(pc.equal(days, day))
+            self._write_file(part, day)
+
+    def _write_file(self, table: pa.Table, day: date) -> None:
+        import pyarrow.fs as pafs
+        import pyarrow.parquet as pq
+
+        folder = partition_dir(self._base, self.model_name, day)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        name = f"part-{stamp}-{uuid.uuid4().hex[:8]}{PAYLOAD_LOG_SUFFIX}"
+        self._fs.create_dir(folder, recursive=True)
+        if isinstance(self._fs, pafs.LocalFileSystem):
+            temp = f"{folder}/{_TEMP_PREFIX}{name}"
+            pq.write_table(table, temp, filesystem=self._fs)
+            self._fs.move(temp, f"{folder}/{name}")  # rename(2): atomic within one directory
+        else:
+            # Object stores publish an object only when its upload completes: no partial file is ever listed.
+            pq.write_table(table, f"{folder}/{name}", filesystem=self._fs)
+        self._files += 1
+
+
+def _to_utc(moment: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, the timezone every log timestamp is stored in."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def list_payload_files(
+    log_dir: Path | str,
+    *,
+    model_name: str,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> list[str]:
+    """Finished Parquet files of one model whose day partition overlaps `[start, end)`.
+
+    Raises:
+        FileNotFoundError: `log_dir` itself does not exist (a wrong path, not "no traffic yet").
+    """
+    import pyarrow.fs as pafs
+
+    fs, base = resolve_destination(log_dir, filesystem)
+    if fs.get_file_info(base).type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"payload log directory {log_dir} does not exist")
+    model_root = f"{base}/{model_name}"
+    if fs.get_file_info(model_root).type != pafs.FileType.Directory:
+        return []
+    first = _to_utc(start).date() if start else date.min
+    last = _to_utc(end).date() if end else date.max
+    files: list[str] = []
+    for info in fs.get_file_info(pafs.FileSelector(model_root)):
+        name = info.base_name
+        if info.type != pafs.FileType.Directory or not name.startswith(PAYLOAD_LOG_DATE_PREFIX):
+            continue
+        try:
+            day = date.fromisoformat(name.removeprefix(PAYLOAD_LOG_DATE_PREFIX))
+        except ValueError:
+            continue
+        if not first <= day <= last:
+            continue
+        for entry in fs.get_file_info(pafs.FileSelector(info.path)):
+            if entry.base_name.startswith((".", "_")) or not entry.base_name.endswith(PAYLOAD_LOG_SUFFIX):
+                continue
+            files.append(entry.path)
+    return sorted(files)
+
+
+def read_payload_window(
+    log_dir: Path | str,
+    *,
+    model_name: str,
+    start: datetime | None,
+    end: datetime | None,
+    filesystem: pafs.FileSystem | None = None,
+) -> pd.DataFrame:
+    """Read one model's logged rows with `start <= timestamp < end`, oldest first.
+
+    Args:
+        log_dir: Log root given to the writer or sink (directory or URI).
+        model_name: Which model's records.
+        start: Inclusive lower bound (naive = UTC); None for no bound.
+        end: Exclusive upper bound (naive = UTC); None for no bound.
+        filesystem: A ready pyarrow filesystem for `log_dir` (S3 endpoint and credentials).
+
+    Returns:
+        A frame with the payload columns; empty (with the metadata columns) when no record falls in the window.
+
+    Raises:
+        FileNotFoundError: `log_dir` does not exist.
+        PayloadLogError: `start` is not before `end`.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if start is not None and end is not None and _to_utc(start) >= _to_utc(end):
+        raise PayloadLogError(f"window start {start} is not before end {end}")
+    fs, _ = resolve_destination(log_dir, filesystem)
+    paths = list_payload_files(log_dir, model_name=model_name, start=start, end=end, filesystem=filesystem)
+    if not paths:
+        return pd.DataFrame({column: pd.Series(dtype=object) for column in METADATA_COLUMNS})
+    # Files of one model can differ in schema only if its features changed; promote instead of failing.
+    tables = [pq.read_table(path, filesystem=fs) for path in paths]
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+    mask = pd.Series(True, index=frame.index)
+    if start is not None:
+        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] >= pd.Timestamp(_to_utc(start))
+    if end is not None:
+        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] < pd.Timestamp(_to_utc(end))
+    return frame.loc[mask].sort_values(PAYLOAD_COLUMN_TIMESTAMP, kind="stable").reset_index(drop=True)
+
+
+def window_bounds(end: datetime | None, hours: float) -> tuple[datetime, datetime]:
+    """The `[end - hours, end)` window a scheduled check reads (end defaults to now, UTC)."""
+    if hours <= 0:
+        raise PayloadLogError(f"window hours must be > 0, got {hours}")
+    stop = _to_utc(end) if end is not None else datetime.now(UTC)
+    return stop - timedelta(hours=hours), stop

@@ -1,0 +1,419 @@
+"""Payload-log sink for KServe's inference logger: CloudEvents in, the local server's Parquet records out.
+
+KServe's logger agent (`spec.predictor.logger`) POSTs one CloudEvent per request and one per response (binary
+content mode, `ce-*` headers; kserve `pkg/logger/worker.go`), both carrying the same `ce-id`. The response is
+only sent when the model answered 200. This sink pairs the two by id and hands the rows to a
+`PayloadLogWriter`, so the cluster writes exactly the schema and layout `serve --payload_log_dir` writes.
+
+Why a sink and not KServe's own blob logger (`logger.url: s3://...` with `storage`, `batchSize`,
+`batchInterval`, marshaller `json|csv|parquet`)? Its records are one row per request OR response with the body
+base64-encoded, the Parquet/CSV rows carry no timestamp, object keys are `<id>-<request|response>.<ext>`
+without a date partition, and a request and its response may land in different batches. Monitoring would have
+to re-pair and re-parse every object to read a time window. The README documents the built-in option.
+
+Run it: `python -m components.monitoring.sink --log_dir s3://mlpipeline/payload-logs --feature_names '[...]'`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from components.constants import (
+    CE_TYPE_INFERENCE_REQUEST,
+    CE_TYPE_INFERENCE_RESPONSE,
+    DEFAULT_SINK_PORT,
+    KSERVE_LOGGER_MODES,
+    MODEL_SHA256_ANNOTATION,
+    PAYLOAD_SOURCE_KSERVE_LOGGER,
+)
+from components.monitoring.payload_log import PayloadLogWriter
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PAIRING_TTL_S = 60.0
+"""How long a request waits for its response. KServe never sends a response event for a non-200 answer, so
+an unanswered request is a rejected one and is dropped (counted) rather than logged as traffic."""
+
+
+class CloudEventError(ValueError):
+    """The POSTed event is not a KServe inference-logger event we can decode; the message says why."""
+
+
+@dataclass(frozen=True)
+class InferenceEvent:
+    """One decoded logger event."""
+
+    id: str
+    type: str
+    time: datetime
+    inference_service: str
+    namespace: str
+    payload: Any
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def logger_spec(
+    sink_url: str,
+    mode: str = "all",
+    *,
+    metadata_annotations: Sequence[str] = (MODEL_SHA256_ANNOTATION,),
+) -> dict[str, Any]:
+    """The `spec.predictor.logger` block that sends an InferenceService's payloads to this sink.
+
+    Args:
+        sink_url: The sink's in-cluster URL, e.g. `http://payload-logger.kserve-models.svc.cluster.local`.
+        mode: `all` (request and response: features + prediction) or `request` (features only). `response`
+            alone carries no inputs, so drift could not be checked: refused.
+        metadata_annotations: InferenceService annotations KServe copies into each event; the sink reads the
+            model's sha256 from `constants.MODEL_SHA256_ANNOTATION` when present.
+
+    Returns:
+        A dict to put at `spec.predictor.logger`.
+    """
+    if mode not in KSERVE_LOGGER_MODES or mode == "response":
+        raise ValueError(f"logger mode must be 'all' or 'request' for drift monitoring, got {mode!r}")
+    if not sink_url.startswith(("http://", "https://")):
+        raise ValueError(f"sink_url must be an http(s) URL, got {sink_url!r}")
+    spec: dict[str, Any] = {"url": sink_url, "mode": mode}
+    if metadata_annotations:
+        spec["metadataAnnotations"] = list(metadata_annotations)
+    return spec
+
+
+def _parse_time(text: str | None) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    try:
+        # Go writes RFC 3339 with nanoseconds; Python takes at most microseconds.
+        head, dot, tail = text.replace("Z", "+00:00").partition(".")
+        if dot:
+            digits = "".join(ch for ch in tail if ch.isdigit())
+            zone = tail[len(digits) :]
+            text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
+        else:
+            text = head
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise CloudEventError(f"ce-time {text!r} is not an RFC 3339 time") from error
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def decode_cloudevent(headers: Mapping[str, str], body: bytes) -> InferenceEvent:
+    """Decode a binary-mode (KServe's) or structured-mode CloudEvent carrying a JSON inference payload.
+
+    Raises:
+        CloudEventError: Missing id/type, unknown type, or a body that is not JSON.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    if lower.get("content-type", "").startswith("application/cloudevents+json"):
+        try:
+            envelope = json.loads(body)
+        except ValueError as error:
+            raise CloudEventError(f"structured CloudEvent is not JSON: {error}") from error
+        if not isinstance(envelope, dict):
+            raise CloudEventError("structured CloudEvent must be a JSON object")
+        attributes = {str(k).lower(): v for k, v in envelope.items() if k not in ("data", "data_base64")}
+        if "data_base64" in envelope:
+            data: Any = base64.b64decode(envelope["data_base64"])
+        else:
+            data = envelope.get("data")
+    else:
+        attributes = {k.removeprefix("ce-"): v for k, v in lower.items() if k.startswith("ce-")}
+        data = body
+    event_id, event_type = attributes.get("id"), attributes.get("type")
+    if not event_id or not event_type:
+        raise CloudEventError("not a CloudEvent: ce-id and ce-type are required")
+    if event_type not in (CE_TYPE_INFERENCE_REQUEST, CE_TYPE_INFERENCE_RESPONSE):
+        raise CloudEventError(f"unexpected CloudEvent type {event_type!r}; this sink takes KServe logger events")
+    if isinstance(data, bytes | str):
+        try:
+            data = json.loads(data)
+        except ValueError as error:
+            raise CloudEventError(f"event {event_id}: payload is not JSON ({error})") from error
+    annotations: dict[str, str] = {}
+    raw_annotations = attributes.get("annotations")
+    if raw_annotations:
+        try:
+            parsed = json.loads(raw_annotations) if isinstance(raw_annotations, str) else raw_annotations
+            annotations = {str(k): str(v) for k, v in parsed.items()}
+        except (ValueError, AttributeError):
+            logger.warning("event %s: ignoring unparsable annotations %r", event_id, raw_annotations)
+    return InferenceEvent(
+        id=str(event_id),
+        type=str(event_type),
+        time=_parse_time(attributes.get("time")),
+        inference_service=str(attributes.get("inferenceservicename", "")),
+        namespace=str(attributes.get("namespace", "")),
+        payload=data,
+        annotations=annotations,
+    )
+
+
+def instances_from_request(payload: Any) -> list[list[float]]:
+    """Rows of a V1 (`instances`/`inputs`) or V2 (`inputs[0]` with `shape`/`data`) request body."""
+    if isinstance(payload, dict) and "instances" in payload:
+        rows = payload["instances"]
+    elif isinstance(payload, dict) and isinstance(payload.get("inputs"), list) and payload["inputs"]:
+        first = payload["inputs"][0]
+        if isinstance(first, dict) and "data" in first:
+            data, shape = first["data"], first.get("shape") or []
+            flat = [v for row in data for v in row] if data and isinstance(data[0], list) else list(data)
+            width = shape[-1] if len(shape) == 2 else len(flat)  # noqa: PLR2004
+            rows = [flat[i : i + width] for i in range(0, len(flat), width)] if width else []
+        else:
+            rows = payload["inputs"]
+    else:
+        raise CloudEventError("request payload has neither 'instances' nor 'inputs'")
+    if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+        raise CloudEventError("request instances must be a list of rows (lists of numbers)")
+    return rows
+
+
+def predictions_from_response(payload: Any) -> list[Any]:
+    """Predictions of a V1 (`predictions`) or V2 (`outputs[0].data`) response body."""
+    if isinstance(payload, dict) and isinstance(payload.get("predictions"), list):
+        return list(payload["predictions"])
+    if isinstance(payload, dict) and isinstance(payload.get("outputs"), list) and payload["outputs"]:
+        first = payload["outputs"][0]
+        if isinstance(first, dict) and isinstance(first.get("data"), list):
+            return list(first["data"])
+    raise CloudEventError("response payload has neither 'predictions' nor 'outputs[0].data'")
+
+
+@dataclass
+class SinkStats:
+    """What the sink did so far."""
+
+    events: int = 0
+    rejected_events: int = 0
+    records: int = 0
+    unanswered_requests: int = 0
+    orphan_responses: int = 0
+    mismatched_pairs: int = 0
+
+
+WriterFactory = Callable[[str, str], PayloadLogWriter]
+"""(model_name, model_sha256) -> writer; one writer per InferenceService name."""
+
+
+class PayloadEventSink:
+    """Pairs request and response events by id and records the rows; thread-safe.
+
+    Args:
+        writer_factory: Makes the writer for an InferenceService (called once per name).
+        mode: The logger mode the InferenceService uses (`all` pairs; `request` records without predictions).
+        pairing_ttl_s: How long half a pair waits for the other half.
+        default_model_sha256: Used when events carry no `MODEL_SHA256_ANNOTATION`.
+    """
+
+    def __init__(
+        self,
+        writer_factory: WriterFactory,
+        *,
+        mode: str = "all",
+        pairing_ttl_s: float = DEFAULT_PAIRING_TTL_S,
+        default_model_sha256: str = "",
+    ) -> None:
+        if mode not in ("all", "request"):
+            raise ValueError(f"sink mode must be 'all' or 'request', got {mode!r}")
+        self.mode = mode
+        self.pairing_ttl_s = pairing_ttl_s
+        self.default_model_sha256 = default_model_sha256
+        self.stats = SinkStats()
+        self._writer_factory = writer_factory
+        self._writers: dict[str, PayloadLogWriter] = {}
+        self._requests: dict[str, tuple[float, InferenceEvent]] = {}
+        self._responses: dict[str, tuple[float, InferenceEvent]] = {}
+        self._lock = threading.Lock()
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> None:
+        """Decode one POSTed event and record it once its pair is complete.
+
+        Raises:
+            CloudEventError: The event is malformed (the HTTP layer answers 400).
+        """
+        try:
+            event = decode_cloudevent(headers, body)
+            if event.type == CE_TYPE_INFERENCE_REQUEST:
+                instances_from_request(event.payload)  # fail now, on the request that is wrong
+            else:
+                predictions_from_response(event.payload)
+        except CloudEventError:
+            with self._lock:
+                self.stats.rejected_events += 1
+            raise
+        now = time.monotonic()
+        with self._lock:
+            self.stats.events += 1
+            if event.type == CE_TYPE_INFERENCE_REQUEST:
+                if self.mode == "request":
+                    self._record(event, None)
+                elif event.id in self._responses:
+                    self._record(event, self._responses.pop(event.id)[1])
+                else:
+                    self._requests[event.id] = (now, event)
+            elif event.id in self._requests:
+                self._record(self._requests.pop(event.id)[1], event)
+            else:
+                self._responses[event.id] = (now, event)
+            self._expire(now)
+
+    def expire(self) -> None:
+        """Drop halves of pairs older than the TTL (the server calls this on a timer too)."""
+        with self._lock:
+            self._expire(time.monotonic())
+
+    def close(self) -> None:
+        """Count still-unpaired halves and flush and close every writer."""
+        with self._lock:
+            self.stats.unanswered_requests += len(self._requests)
+            self.stats.orphan_responses += len(self._responses)
+            self._requests.clear()
+            self._responses.clear()
+            writers = list(self._writers.values())
+        for writer in writers:
+            writer.close()
+
+    def _expire(self, now: float) -> None:
+        cutoff = now - self.pairing_ttl_s
+        for pending, counter in ((self._requests, "unanswered_requests"), (self._responses, "orphan_responses")):
+            stale = [key for key, (arrived, _) in pending.items() if arrived < cutoff]
+            for key in stale:
+                del pending[key]
+            setattr(self.stats, counter, getattr(self.stats, counter) + len(stale))
+
+    def _record(self, request: InferenceEvent, response: InferenceEvent | None) -> None:
+        import numpy as np
+
+        rows = instances_from_request(request.payload)
+        predictions: list[Any] = [None] * len(rows)
+        if response is not None:
+            predictions = predictions_from_response(response.payload)
+            if len(predictions) != len(rows):
+                self.stats.mismatched_pairs += 1
+                logger.warning("event %s: %d rows but %d predictions; skipped", request.id, len(rows), len(predictions))
+                return
+        name = request.inference_service or "unknown"
+        sha = request.annotations.get(MODEL_SHA256_ANNOTATION, self.default_model_sha256)
+        writer = self._writers.get(name)
+        if writer is None:
+            writer = self._writers[name] = self._writer_factory(name, sha)
+        try:
+            matrix = np.asarray(rows, dtype=np.float64)
+            writer.record(matrix, predictions, request_ids=[request.id] * len(rows), timestamp=request.time)
+        except (ValueError, TypeError) as error:
+            self.stats.mismatched_pairs += 1
+            logger.warning("event %s: cannot record rows (%s); skipped", request.id, error)
+            return
+        self.stats.records += len(rows)
+
+
+def build_app(sink: PayloadEventSink, *, expire_every_s: float = 10.0) -> Any:
+    """A Starlette app: `POST /` takes events, `GET /healthz` and `GET /stats` report."""
+    import asyncio
+    import contextlib
+    from dataclasses import asdict
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def receive(request: Request) -> JSONResponse:
+        body = await request.body()
+        try:
+            sink.handle(dict(request.headers), body)
+        except CloudEventError as error:
+            return JSONResponse({"error": str(error)}, status_code=400)
+        return JSONResponse({"status": "accepted"})
+
+    async def healthz(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def stats(_: Request) -> JSONResponse:
+        return JSONResponse(asdict(sink.stats))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette):  # type: ignore[no-untyped-def]
+        async def expire_forever() -> None:
+            while True:
+                await asyncio.sleep(expire_every_s)
+                sink.expire()
+
+        task = asyncio.create_task(expire_forever())
+        try:
+            yield
+        finally:
+            task.cancel()
+            sink.close()  # flush every batch before the pod goes away
+
+    routes = [Route("/", receive, methods=["POST"]), Route("/healthz", healthz), Route("/stats", stats)]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def parse_feature_names(text: str) -> list[str]:
+    """A JSON list (`'["sepal length (cm)", ...]'`) or a comma-separated list of feature names."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        names = json.loads(stripped)
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("--feature_names JSON must be a list of strings")
+        return names
+    return [n.strip() for n in stripped.split(",") if n.strip()]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Serve the sink (the Deployment in manifests/monitoring runs this)."""
+    import uvicorn
+
+    parser = argparse.ArgumentParser(prog="python -m components.monitoring.sink", description=__doc__.splitlines()[0])
+    parser.add_argument("--log_dir", required=True, help="directory or s3://bucket/prefix for the Parquet logs")
+    parser.add_argument("--feature_names", required=True, help="JSON list or comma-separated, in model order")
+    parser.add_argument("--mode", default="all", choices=["all", "request"])
+    parser.add_argument("--model_sha256", default="", help="used when events carry no sha256 annotation")
+    parser.add_argument("--s3_endpoint", default="", help="e.g. http://seaweedfs.kubeflow:9000 (S3-compatible)")
+    parser.add_argument("--s3_region", default="us-east-1")
+    parser.add_argument("--batch_size", type=int, default=1000)
+    parser.add_argument("--flush_interval_s", type=float, default=60.0)
+    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104  # a pod must listen on its own IP
+    parser.add_argument("--port", type=int, default=DEFAULT_SINK_PORT)
+    args = parser.parse_args(argv)
+
+    filesystem = None
+    if args.s3_endpoint:
+        from pyarrow import fs as pafs
+
+        scheme, _, host = args.s3_endpoint.partition("://")
+        # Credentials: pyarrow reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (from the Secret) itself.
+        filesystem = pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "http",
+                                       region=args.s3_region)  # fmt: skip
+    features = parse_feature_names(args.feature_names)
+
+    def factory(model_name: str, model_sha256: str) -> PayloadLogWriter:
+        return PayloadLogWriter(
+            args.log_dir,
+            model_name=model_name,
+            model_sha256=model_sha256,
+            feature_names=features,
+            batch_size=args.batch_size,
+            flush_interval_s=args.flush_interval_s,
+            source=PAYLOAD_SOURCE_KSERVE_LOGGER,
+            filesystem=filesystem,
+        )
+
+    logging.basicConfig(level=logging.INFO)
+    sink = PayloadEventSink(factory, mode=args.mode, default_model_sha256=args.model_sha256)
+    uvicorn.run(build_app(sink), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""HTTP layer: KServe's REST server plus a body-size guard and direct routes for the two inference calls.
+
+KServe's stock inference path decodes the body, walks the dataplane (CloudEvent checks, header copies,
+preprocess/validate/predict/postprocess with three latency histograms) and a timing middleware on every
+request. For a 30 us model that bookkeeping is most of the latency, so V1 `:predict` and V2 `/infer` are served
+by the two handlers below, registered ahead of KServe's routes, with the same URLs, bodies and error shape
+(`{"error": "..."}`). Health, readiness, metadata, model listing and `/metrics` stay KServe's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from kserve.metrics import PREDICT_HIST_TIME
+from kserve.protocol.rest.server import RESTServer
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from components.serving import metrics
+from components.serving.contract import ClientError, check_content_type, parse_json_object
+from components.serving.model import SklearnModel
+from components.serving.predictor import BACKEND_ONNX
+
+logger = logging.getLogger(__name__)
+
+V1_PREDICT_PATH = "/v1/models/{model_name}:predict"
+V2_INFER_PATH = "/v2/models/{model_name}/infer"
+_JSON = "application/json"
+_NOT_POST = ["GET", "PUT", "DELETE", "PATCH"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """KServe's error body shape: `{"error": "<message>"}`."""
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type=_JSON, headers=headers)
+
+
+class BodyLimitMiddleware:
+    """Answer 413 before reading a body larger than `max_bytes` (KServe sets no REST limit, kserve#2810)."""
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int, model_name: str) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.model_name = model_name
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """ASGI entry: pass through, or 413 when the declared or streamed body exceeds the limit."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = None
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                declared = value
+                break
+        if declared is not None:
+            # With a Content-Length the HTTP parser never delivers more bytes than declared.
+            if declared.isdigit() and int(declared) <= self.max_bytes:
+                await self.app(scope, receive, send)
+                return
+            await self._reject(scope, receive, send)
+            return
+        await self._guard_chunked(scope, receive, send)
+
+    async def _guard_chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # No Content-Length (chunked upload): read up to the limit here, then replay it to the app. Rare enough
+        # that buffering costs nothing in practice, and the app never sees an over-limit body.
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_bytes:
+                await self._reject(scope, receive, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        await self.app(scope, _replay([body], then=receive), send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        metrics.record_rejection(self.model_name, "body_too_large")
+        response = error_response(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"request body is larger than the {self.max_bytes}-byte limit"
+        )
+        await response(scope, receive, send)
+
+
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A `receive` that yields buffered messages, then defers to the real one (for disconnect events)."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def register_fast_routes(app: FastAPI, lookup: Callable[[str], Any], *, model_name: str) -> None:
+    """Add the V1 predict and V2 infer handlers (and a JSON 405 for V1 predict with another method).
+
+    Args:
+        app: KServe's FastAPI app, before KServe adds its own routes (the first matching route wins).
+        lookup: Model registry lookup by name (returns None for an unknown name).
+        model_name: The served model, used as the metric label for requests refused before lookup.
+    """
+
+    async def v1_predict(request: Request) -> Response:
+        return await _infer(request, lookup, model_name, v2=False)
+
+    async def v2_infer(request: Request) -> Response:
+        return await _infer(request, lookup, model_name, v2=True)
+
+    async def v1_predict_wrong_method(request: Request) -> Response:
+        metrics.record_rejection(model_name, "method_not_allowed")
+        return error_response(
+            HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method} is not allowed here; use POST", {"Allow": "POST"}
+        )
+
+    app.add_route(V1_PREDICT_PATH, v1_predict, methods=["POST"], include_in_schema=False)
+    app.add_route(V1_PREDICT_PATH, v1_predict_wrong_method, methods=_NOT_POST, include_in_schema=False)
+    app.add_route(V2_INFER_PATH, v2_infer, methods=["POST"], include_in_schema=False)
+
+
+async def _infer(request: Request, lookup: Callable[[str], Any], label: str, *, v2: bool) -> Response:
+    name = request.path_params["model_name"]
+    model = lookup(name)
+    if not isinstance(model, SklearnModel):
+        metrics.record_rejection(label, "unknown_model")
+        return error_response(
+            HTTPStatus.NOT_FOUND, f"model '{name[:60]}' is not served here; GET /v1/models lists models"
+        )
+    if not model.ready or model.loaded is None:
+        return error_response(HTTPStatus.SERVICE_UNAVAILABLE, f"model '{name}' is not ready")
+    try:
+        check_content_type(request.headers.get("content-type"))
+        payload = parse_json_object(await request.body())
+        started = time.perf_counter()
+        if model.loaded.backend == BACKEND_ONNX:
+            # ONNX Runtime answers in tens of microseconds: a thread hop would cost more than it frees.
+            body, x, prediction = model.infer_v2(payload) if v2 else model.infer_v1(payload)
+        else:
+            body, x, prediction = await run_in_threadpool(model.infer_v2 if v2 else model.infer_v1, payload)
+        PREDICT_HIST_TIME.labels(model_name=model.name).observe(time.perf_counter() - started)
+    except ClientError as exc:
+        metrics.record_rejection(model.name, exc.reason)
+        return error_response(exc.status, exc.message)
+    except Exception:
+        logger.exception("prediction failed for model %s", model.name)
+        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error while predicting; see the server log")
+    # Monitoring runs after the response is handed back to the event loop, never in the client's latency.
+    asyncio.get_running_loop().call_soon(model.after_prediction, x, prediction)
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)
+
+
+async def _http_exception_as_json(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code < HTTPStatus.INTERNAL_SERVER_ERROR:
+        reason = "method_not_allowed" if exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED else "bad_route"
+        metrics.record_rejection(request.app.state.served_model_name, reason)
+    return error_response(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+
+class ProjectRESTServer(RESTServer):
+    """KServe's REST server with our host, body limit and fast inference routes (and no timing middleware)."""
+
+    def __init__(self, *args: Any, host: str, max_body_bytes: int, model_name: str, **kwargs: Any) -> None:
+        """Same arguments as `kserve.protocol.rest.server.RESTServer`, plus the bind host and body limit."""
+        super().__init__(*args, **kwargs)
+        # KServe binds 0.0.0.0; a laptop run should stay on loopback unless asked otherwise.
+        self.config.host = host
+        self.max_body_bytes = max_body_bytes
+        self.model_name = model_name
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        # KServe's TimingMiddleware only feeds a trace log line per request; the histograms stay.
+        app.add_middleware(BodyLimitMiddleware, max_bytes=self.max_body_bytes, model_name=self.model_name)
+
+    def _register_endpoints(self, app: FastAPI) -> None:
+        app.state.served_model_name = self.model_name
+        register_fast_routes(app, self.dataplane.model_registry.get_model, model_name=self.model_name)
+        super()._register_endpoints(app)
+
+    def _add_exception_handlers(self, app: FastAPI) -> None:
+        super()._add_exception_handlers(app)
+        app.add_exception_handler(StarletteHTTPException, _http_exception_as_json)

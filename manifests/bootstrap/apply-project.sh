@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Apply this project's manifests (an overlay), copy KFP's object-store credentials into the models namespace,
+# and check the deploy step's RBAC. Usage: apply-project.sh kind|minikube
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "${here}/versions.env"
+overlay="${1:?usage: apply-project.sh kind|minikube}"
+
+kubectl apply -k "${here}/../overlays/${overlay}"
+
+# No credentials in git: copy KFP's own (Secret kubeflow/mlpipeline-minio-artifact) into our annotated Secret.
+access_key="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}')"
+secret_key="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}')"
+kubectl -n "${MODELS_NAMESPACE}" patch secret kfp-object-store --type merge \
+  -p "{\"data\":{\"AWS_ACCESS_KEY_ID\":\"${access_key}\",\"AWS_SECRET_ACCESS_KEY\":\"${secret_key}\"}}"
+
+runner="system:serviceaccount:kubeflow:pipeline-runner"
+for verb in get create patch delete; do
+  kubectl auth can-i "${verb}" inferenceservices.serving.kserve.io -n "${MODELS_NAMESPACE}" --as="${runner}" >/dev/null \
+    || { echo "RBAC: ${runner} cannot ${verb} inferenceservices in ${MODELS_NAMESPACE}" >&2; exit 1; }
+done
+if kubectl auth can-i get secrets -n "${MODELS_NAMESPACE}" --as="${runner}" >/dev/null 2>&1; then
+  echo "note: ${runner} can read Secrets in ${MODELS_NAMESPACE}; the project's Role does not grant that" >&2
+fi
+echo ">> ${overlay} overlay applied; the pipeline can deploy to ${MODELS_NAMESPACE}"

@@ -1,0 +1,298 @@
+"""The deploy backend through the real `kubernetes` client against the fake API server, over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from fake_kube_api import DEFAULT_USER, FakeKubeApi, FakePredictor, Outcome, merge_patch_apply
+
+from components.constants import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_NAMESPACE,
+    DEPLOYER_ROLE_NAME,
+    MODEL_READER_SERVICE_ACCOUNT,
+)
+from components.deploy_kubernetes import (
+    ACTION_CREATED,
+    ACTION_PATCHED,
+    DeployError,
+    DeployForbiddenError,
+    DeployTimeoutError,
+    ModelLoadFailedError,
+    RuntimeVersionMismatchError,
+    SmokeTestFailedError,
+    deploy_inference_service,
+    merge_patch,
+)
+from components.inference_service import LINEAGE_MODEL_SHA256, build_inference_service, lineage_annotations
+from components.model_artifact import ModelCard
+
+URI_A = "s3://mlpipeline/v2/artifacts/pipe/run-a/train/model"
+URI_B = "s3://mlpipeline/v2/artifacts/pipe/run-b/train/model"
+FAST = {"poll_interval_seconds": 0.01, "smoke_retry_interval_seconds": 0.01}
+
+
+def manifest_for(card: ModelCard, storage_uri: str, run_id: str = "run-a", **kwargs) -> dict:
+    return build_inference_service(
+        name=DEFAULT_MODEL_NAME,
+        namespace=kwargs.pop("namespace", DEFAULT_NAMESPACE),
+        storage_uri=storage_uri,
+        service_account=MODEL_READER_SERVICE_ACCOUNT,
+        annotations=lineage_annotations(card, run_id=run_id, metrics={"accuracy": 0.97}),
+        **kwargs,
+    )
+
+
+def deploy(manifest: dict, card: ModelCard, api_client, predictor: FakePredictor, instances, **kwargs):
+    options = {**FAST, "timeout_seconds": 10.0, **kwargs}
+    return deploy_inference_service(
+        manifest,
+        card=card,
+        runtime_sklearn_version=card.sklearn_version,
+        smoke_instances=instances,
+        api_client=api_client,
+        smoke_base_url=predictor.base_url,
+        **options,
+    )
+
+
+@pytest.fixture
+def instances(iris_xy) -> list[list[float]]:
+    x, *_ = iris_xy
+    return x[[0, 60, 120]].tolist()
+
+
+def test_first_deploy_creates_waits_for_ready_and_smoke_predicts(
+    make_model_dir, fake_api: FakeKubeApi, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    result = deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+
+    assert result.action == ACTION_CREATED
+    assert result.ready and result.generation == 1 and result.observed_generation >= 1
+    assert result.predictions == [int(v) for v in predictor.estimator.predict(instances)]
+    assert len(set(result.predictions)) > 1  # the rows come from different classes
+    stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == URI_A
+    assert stored["metadata"]["annotations"][LINEAGE_MODEL_SHA256] == card.model_sha256
+    assert fake_api.methods()[:2] == ["GET", "POST"]
+
+
+def test_redeploy_patches_and_waits_for_the_new_generation_not_the_stale_ready(
+    make_model_dir, fake_api: FakeKubeApi, api_client, predictor, instances
+):
+    _, card_a = make_model_dir()
+    _, card_b = make_model_dir(family="random_forest", name="model-b")
+    deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
+    version_before = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)["metadata"]["resourceVersion"]
+    # The controller takes 4 reads to report generation 2; until then the old Ready=True (generation 1) stays.
+    fake_api.controller = lambda obj: Outcome("ready", after_reads=4)
+
+    result = deploy(manifest_for(card_b, URI_B, run_id="run-b"), card_b, api_client, predictor, instances)
+
+    assert result.action == ACTION_PATCHED
+    assert result.generation == 2
+    assert result.observed_generation == 2
+    patches = [r for r in fake_api.requests if r[0] == "PATCH"]
+    assert len(patches) == 1
+    _, _, content_type, body = patches[0]
+    assert content_type == "application/merge-patch+json"
+    assert body["metadata"]["resourceVersion"] == version_before
+    stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == URI_B
+    assert stored["metadata"]["annotations"][LINEAGE_MODEL_SHA256] == card_b.model_sha256
+
+
+def test_redeploying_the_same_manifest_is_idempotent(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card = make_model_dir()
+    manifest = manifest_for(card, URI_A)
+    first = deploy(manifest, card, api_client, predictor, instances)
+    second = deploy(manifest, card, api_client, predictor, instances)
+
+    assert (first.action, second.action) == (ACTION_CREATED, ACTION_PATCHED)
+    assert second.generation == first.generation == 1
+
+
+def test_timeout_deletes_the_service_it_created(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card = make_model_dir()
+    fake_api.controller = lambda obj: Outcome("pending")
+
+    with pytest.raises(DeployTimeoutError, match="not Ready for generation 1") as caught:
+        deploy(manifest_for(card, URI_A), card, api_client, predictor, instances, timeout_seconds=0.3)
+
+    assert caught.value.rolled_back
+    assert "deleted" in str(caught.value)
+    assert fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME) is None
+
+
+def test_load_failure_fails_fast_with_the_controller_message_and_restores_the_previous_spec(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card_a = make_model_dir()
+    _, card_b = make_model_dir(family="random_forest", name="model-b")
+    deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
+    previous = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+
+    def controller(obj: dict) -> Outcome:
+        broken = obj["spec"]["predictor"]["model"]["storageUri"] == URI_B
+        return Outcome("fail", message="No such key: model.joblib") if broken else Outcome("ready")
+
+    fake_api.controller = controller
+    # A timeout far longer than the test: only a fail-fast on lastFailureInfo ends it with ModelLoadFailedError.
+    with pytest.raises(ModelLoadFailedError, match="No such key: model.joblib") as caught:
+        deploy(manifest_for(card_b, URI_B), card_b, api_client, predictor, instances, timeout_seconds=600)
+
+    assert caught.value.rolled_back
+    restored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert restored["spec"] == previous["spec"]
+    assert restored["metadata"]["annotations"] == previous["metadata"]["annotations"]
+    assert restored["metadata"]["generation"] == 3
+
+
+def test_smoke_failure_rolls_back(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card = make_model_dir()
+    predictor.broken = True
+
+    with pytest.raises(SmokeTestFailedError, match="HTTP 500") as caught:
+        deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+
+    assert caught.value.rolled_back
+    assert fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME) is None
+
+
+def test_smoke_predict_retries_while_the_route_still_404s_after_ready(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    predictor.not_found_first = 3
+
+    result = deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+
+    assert len(result.predictions) == len(instances)
+    assert predictor.calls == 4
+
+
+def test_without_smoke_instances_the_url_comes_from_status(make_model_dir, fake_api, api_client):
+    _, card = make_model_dir()
+    result = deploy_inference_service(
+        manifest_for(card, URI_A),
+        card=card,
+        timeout_seconds=10,
+        runtime_sklearn_version=card.sklearn_version,
+        smoke_instances=None,
+        api_client=api_client,
+        poll_interval_seconds=0.01,
+    )
+    assert result.url == f"http://{DEFAULT_MODEL_NAME}-predictor.{DEFAULT_NAMESPACE}.svc.cluster.local"
+    assert result.predictions == []
+
+
+@pytest.mark.parametrize("verb", ["get", "create"])
+def test_rbac_denial_names_the_account_the_role_and_how_to_check(
+    verb, make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    fake_api.forbidden_verbs = {verb}
+
+    with pytest.raises(DeployForbiddenError) as caught:
+        deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+
+    message = str(caught.value)
+    assert DEFAULT_USER in message
+    assert DEPLOYER_ROLE_NAME in message
+    assert f"kubectl auth can-i {verb} inferenceservices.serving.kserve.io -n {DEFAULT_NAMESPACE}" in message
+    assert "POST" not in fake_api.methods()[1:] or verb == "create"
+
+
+def test_rbac_denied_patch_on_redeploy(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card = make_model_dir()
+    deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+    fake_api.forbidden_verbs = {"patch"}
+
+    with pytest.raises(DeployForbiddenError, match="may not patch"):
+        deploy(manifest_for(card, URI_B), card, api_client, predictor, instances)
+    assert fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)["spec"]["predictor"]["model"]["storageUri"] == URI_A
+
+
+def test_a_model_from_another_sklearn_is_refused_before_any_request(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    old = dataclasses.replace(card, versions={**card.versions, "scikit-learn": "1.5.2"})
+
+    with pytest.raises(RuntimeVersionMismatchError) as caught:
+        deploy_inference_service(
+            manifest_for(card, URI_A),
+            card=old,
+            timeout_seconds=5,
+            runtime_sklearn_version=card.sklearn_version,
+            smoke_instances=instances,
+            api_client=api_client,
+        )
+
+    message = str(caught.value)
+    assert "1.5.2" in message and card.sklearn_version in message
+    assert "Retrain" in message and "scikit-learn==1.5.2" in message
+    assert fake_api.requests == []
+
+
+def test_manifest_recording_another_model_is_refused(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card_a = make_model_dir()
+    _, card_b = make_model_dir(family="random_forest", name="model-b")
+    with pytest.raises(DeployError, match="sha256"):
+        deploy(manifest_for(card_a, URI_A), card_b, api_client, predictor, instances)
+    assert fake_api.requests == []
+
+
+def test_missing_namespace_says_which_overlay_to_apply(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card = make_model_dir()
+    with pytest.raises(DeployError, match=r'namespaces "elsewhere" not found.*apply -k'):
+        deploy(manifest_for(card, URI_A, namespace="elsewhere"), card, api_client, predictor, instances)
+
+
+def test_an_object_the_crd_schema_rejects_fails_with_the_servers_message(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    manifest = manifest_for(card, URI_A)
+    manifest["spec"]["predictor"]["model"]["storageURI"] = manifest["spec"]["predictor"]["model"].pop("storageUri")
+
+    with pytest.raises(DeployError, match=r"HTTP 422.*storageURI"):
+        deploy(manifest, card, api_client, predictor, instances)
+
+
+def test_canary_goes_beside_the_live_predictor_then_promotes(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card_a = make_model_dir()
+    _, card_b = make_model_dir(family="random_forest", name="model-b")
+    deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
+
+    canary = deploy(
+        manifest_for(card_b, URI_B, canary_traffic_percent=20), card_b, api_client, predictor, instances
+    )
+    stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert canary.canary_traffic_percent == 20
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == URI_A
+    assert stored["spec"]["canary"][0]["trafficPercent"] == 20
+    assert stored["spec"]["canary"][0]["predictor"]["model"]["storageUri"] == URI_B
+
+    promoted = deploy(manifest_for(card_b, URI_B), card_b, api_client, predictor, instances)
+    stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert promoted.canary_traffic_percent is None
+    assert "canary" not in stored["spec"]
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == URI_B
+
+
+@pytest.mark.parametrize(
+    ("current", "desired"),
+    [
+        ({"a": 1, "b": {"c": 2, "d": 3}}, {"a": 1, "b": {"c": 4}}),
+        ({"canary": [{"x": 1}], "p": {"m": {"u": "a"}}}, {"p": {"m": {"u": "b", "r": "1"}}}),
+        ({}, {"p": {"q": [1, 2]}}),
+        ({"p": {"q": [1, 2]}}, {"p": {"q": [2]}}),
+    ],
+)
+def test_merge_patch_turns_current_into_exactly_desired(current, desired):
+    assert merge_patch_apply(current, merge_patch(current, desired)) == desired

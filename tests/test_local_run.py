@@ -1,0 +1,116 @@
+"""The README's main job, end to end: the pipeline under kfp.local, then the served model answers V1 predict.
+
+Runs `pipeline.py` as a user would, from a working directory outside the repo.
+"""
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.constants import DEFAULT_LABEL_COLUMN, DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME
+from components.local_store import DEPLOYMENT_FILENAME, current
+from components.model_artifact import load_estimator
+
+PIPELINE = Path(__file__).resolve().parents[1] / "pipeline.py"
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_pipeline(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PIPELINE), "run", "--root", "out", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=600,
+    )
+
+
+def wait_ready(base: str, model: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, server.stdout.read() if server.stdout else "server exited"
+        try:
+            if httpx.get(f"{base}/v1/models/{model}", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("server did not become ready")
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("user-dir")
+    return cwd, run_pipeline(cwd)
+
+
+def test_local_run_trains_evaluates_and_deploys_with_readable_progress(local_run):
+    cwd, proc = local_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    for step in ("load-data", "train", "evaluate", "deploy"):
+        assert f"  > {step} ..." in out and f"  < {step} ok in " in out
+    assert "Deploy gate: accuracy" in out and ": deploy" in out
+    assert "executor_input" not in out and "executorInput" not in out, "executor JSON stays in the log file"
+    assert "Traceback" not in out + proc.stderr
+    log = next((cwd / "out" / "logs").glob("run-*.log"))
+    assert "executorInput" in log.read_text() or "executor_input" in log.read_text()
+    live = current(cwd / "out" / LOCAL_STORE_DIRNAME, DEFAULT_MODEL_NAME)
+    assert f"Deployed '{DEFAULT_MODEL_NAME}' version {live.version}" in out
+    assert live.metrics["accuracy"] >= 0.9
+
+
+def test_served_model_answers_v1_predict_like_the_trained_model(local_run):
+    cwd, proc = local_run
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    live = current(cwd / "out" / LOCAL_STORE_DIRNAME, DEFAULT_MODEL_NAME)
+    estimator, card = load_estimator(Path(live.model_dir))
+    test_split = next((cwd / "out" / "runs").glob("*/load-data/test_data"))
+    rows = pd.read_parquet(test_split).drop(columns=[DEFAULT_LABEL_COLUMN]).to_numpy()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, str(PIPELINE), "serve", "--root", "out", "--port", str(port)],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(base, DEFAULT_MODEL_NAME, server)
+        response = httpx.post(f"{base}/v1/models/{DEFAULT_MODEL_NAME}:predict", json={"instances": rows.tolist()})
+        assert response.status_code == 200, response.text
+        assert response.json()["predictions"] == estimator.predict(rows).tolist()
+        assert len(card.feature_names) == rows.shape[1]
+    finally:
+        server.send_signal(signal.SIGINT)
+        output, _ = server.communicate(timeout=30)
+    assert server.returncode in (0, -signal.SIGINT, 130), output
+    assert f"/v1/models/{DEFAULT_MODEL_NAME}:predict" in output, "serve prints a working curl"
+    assert "Traceback" not in output
+
+
+def test_a_model_below_the_gate_is_not_deployed_and_not_served(tmp_path):
+    proc = run_pipeline(tmp_path, "--min-accuracy", "0.999", "--serve")
+    assert proc.returncode == 1
+    assert "threshold 0.9990: do not deploy" in proc.stdout
+    assert "Nothing to serve" in proc.stderr
+    assert not (tmp_path / "out" / LOCAL_STORE_DIRNAME / DEFAULT_MODEL_NAME / DEPLOYMENT_FILENAME).exists()
+
+
+def test_bad_data_fails_the_run_with_the_reason_not_a_traceback(tmp_path):
+    data = pd.DataFrame({"a": np.arange(10.0), "b": ["x"] * 10, DEFAULT_LABEL_COLUMN: [0, 1] * 5})
+    data.to_csv(tmp_path / "bad.csv", index=False)
+    proc = run_pipeline(tmp_path, "--dataset", "bad.csv")
+    assert proc.returncode == 1
+    assert "Run failed: DataValidationError: feature columns must be numeric; encode these first: b (object)" in proc.stderr
+    assert "full log:" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
