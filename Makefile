@@ -55,3 +55,53 @@ clean: ## remove local run outputs (keeps .venv)
 	rm -rf local_outputs
 
 .PHONY: help install run serve compile lint format test lock clean
+
+# --- cluster ---
+# Offline checks of manifests/ and the kind/minikube path (manifests/README.md). Bootstrap needs a real
+# machine with docker/podman, kind or minikube, kubectl and helm; nothing here is run by `make test`.
+KUBECTL ?= kubectl
+SHELLCHECK ?= shellcheck
+CHECKOV_VENV ?= .tools/checkov
+CHECKOV_VERSION ?= 3.3.30
+KFP_ENDPOINT ?= http://127.0.0.1:8080
+CLUSTER_NAME ?= kfp-sklearn-kserve
+
+manifests-check: $(STAMP) ## render every kustomization and validate it strictly (built-in kinds + KServe CRDs)
+	@for dir in $$(find manifests -name kustomization.yaml -exec dirname {} \; | sort); do \
+	  echo ">> $(KUBECTL) kustomize $$dir"; $(KUBECTL) kustomize "$$dir" >/dev/null || exit 1; done
+	$(BIN)/python -m pytest -q tests/cluster/test_manifests_offline.py tests/cluster/test_inference_service_builder.py
+
+$(CHECKOV_VENV)/bin/checkov:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==$(CHECKOV_VERSION)
+
+checkov-install: $(CHECKOV_VENV)/bin/checkov ## install checkov in its own venv (its pins clash with the project's)
+
+checkov: $(STAMP) checkov-install ## scan rendered manifests + the predictor pod; skips explained in manifests/.checkov.yaml
+	$(BIN)/python -m pytest -q tests/cluster/test_manifests_offline.py -k checkov -rs
+
+shellcheck: ## lint the bootstrap scripts (apt-get install shellcheck)
+	$(SHELLCHECK) --external-sources --source-path=SCRIPTDIR --shell=bash \
+	  manifests/bootstrap/*.sh manifests/bootstrap/versions.env
+
+kind-up: ## kind cluster + cert-manager + KServe (Standard) + KFP + project image + kind overlay
+	manifests/bootstrap/kind-up.sh
+
+minikube-up: ## the same on minikube (profile kfp-sklearn-kserve)
+	manifests/bootstrap/minikube-up.sh
+
+kind-down: ## delete the kind cluster
+	kind delete cluster --name $(CLUSTER_NAME)
+
+port-forward: ## expose KFP on $(KFP_ENDPOINT) (keep it running in another terminal)
+	$(KUBECTL) port-forward -n kubeflow svc/ml-pipeline-ui 8080:80
+
+submit: $(STAMP) ## compile and run the pipeline on KFP, deploying to KServe (KFP_ENDPOINT=...)
+	$(BIN)/python pipeline.py submit --endpoint $(KFP_ENDPOINT) --service-account pipeline-runner \
+	  --arg deploy_target=kubernetes --arg service_account=kfp-model-reader
+
+e2e: $(STAMP) ## end-to-end tests on the current kubectl context (after kind-up; KFP_ENDPOINT port-forwarded)
+	KFP_ENDPOINT=$(KFP_ENDPOINT) $(BIN)/python -m pytest -m e2e tests/e2e -v $(PYTEST_ARGS)
+
+.PHONY: manifests-check checkov-install checkov shellcheck kind-up minikube-up kind-down port-forward submit e2e

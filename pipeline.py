@@ -203,10 +203,10 @@ def _progress(log_path: Path) -> Iterator[_ProgressStream]:
         stream = _ProgressStream(sys.stdout, log)
         root_logger = logging.getLogger()
         saved = sys.stdout, root_logger.handlers[:], root_logger.level
-        sys.stdout = stream  # type: ignore[assignment]
+        sys.stdout = stream
         # kfp.local points the root logger at sys.stdout while it logs a task; between tasks it logs through
         # whatever handlers are set, so send those to the same stream.
-        root_logger.handlers = [logging.StreamHandler(stream)]  # type: ignore[arg-type]
+        root_logger.handlers = [logging.StreamHandler(stream)]
         root_logger.setLevel(logging.INFO)
         try:
             yield stream
@@ -331,7 +331,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     run_cmd.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
     run_cmd.add_argument("--seed", type=int, default=DEFAULT_SEED)
     run_cmd.add_argument("--model-family", choices=MODEL_FAMILIES, default=DEFAULT_MODEL_FAMILY)
-    run_cmd.add_argument("--hyperparameters", type=json.loads, default={}, help='JSON, e.g. \'{"C": 0.5}\'')
+    run_cmd.add_argument("--hyperparameters", type=json.loads, default={}, help="JSON, e.g. '{\"C\": 0.5}'")
     run_cmd.add_argument("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY)
     run_cmd.add_argument("--serve", action="store_true", help="serve the deployed model when the run ends")
     add_serve_options(run_cmd)

@@ -86,7 +86,7 @@ def run_baseline(model_dir: Path, port: int) -> None:
 # --- models -------------------------------------------------------------------------------------------------
 
 
-def train_models(base: Path) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
+def train_models(base: Path, wanted: list[str]) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
     """Train both benchmark models; returns name -> (model dir, test features, sklearn's test predictions)."""
     from sklearn.datasets import load_iris, make_classification
     from sklearn.ensemble import RandomForestClassifier
@@ -119,6 +119,8 @@ def train_models(base: Path) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
     }
     out = {}
     for name, (x, y, estimator, family, features) in specs.items():
+        if name not in wanted:
+            continue
         x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
         started = time.perf_counter()
         estimator.fit(x_train, y_train)
@@ -217,7 +219,7 @@ def wrk(
         "wrk.method = 'POST'\nwrk.body = f:read('*a')\nf:close()\n"
         "wrk.headers['Content-Type'] = 'application/json'\n"
     )
-    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{duration}s", "--latency", "-s", str(script), url]
+    argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
     text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
     pct = {m[0]: float(m[1]) * _LATENCY_UNITS[m[2]] for m in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)\b", text)}
@@ -298,7 +300,7 @@ def main() -> None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
 
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    models = {k: v for k, v in train_models(work).items() if k in args.models}
+    models = train_models(work, args.models)
     runs: list[Run] = []
     startups: list[Startup] = []
     servers = [("baseline", 1)] + [("ours", w) for w in args.workers]

@@ -146,7 +146,7 @@ DEPLOYER_ROLE_NAME: Final = "kfp-isvc-deployer"
 DEPLOYER_ROLE_BINDING_NAME: Final = "kfp-isvc-deployer"
 MODEL_READER_SERVICE_ACCOUNT: Final = "kfp-model-reader"
 """Predictor service account whose Secret lets the storage initializer read KFP's object store."""
-MODEL_STORE_SECRET_NAME: Final = "kfp-object-store"
+MODEL_STORE_SECRET_NAME: Final = "kfp-object-store"  # noqa: S105  # the Secret\'s name, not a credential
 DEFAULT_DEPLOY_TIMEOUT_SECONDS: Final = 600.0
 
 # --- Local deploy target ---------------------------------------------------------------------

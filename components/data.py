@@ -72,7 +72,8 @@ def load_dataset(source: str, *, label_column: str) -> pd.DataFrame:
     if kind is None:
         names = ", ".join(BUILTIN_DATASETS)
         raise DataValidationError(
-            f"cannot tell the format of '{source}': use a built-in dataset ({names}) or a file ending in .csv or .parquet"
+            f"cannot tell the format of '{source}': use a built-in dataset ({names}) "
+            "or a file ending in .csv or .parquet"
         )
     is_url = "://" in source
     if not is_url and not Path(source).is_file():
@@ -123,9 +124,7 @@ def validate_dataset(frame: pd.DataFrame, *, label_column: str, test_fraction: f
         if not pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c])
     ]
     if non_numeric:
-        raise DataValidationError(
-            f"feature columns must be numeric; encode these first: {', '.join(non_numeric)}"
-        )
+        raise DataValidationError(f"feature columns must be numeric; encode these first: {', '.join(non_numeric)}")
     missing = features.isna().sum()
     missing = missing[missing > 0]
     if not missing.empty:
@@ -186,9 +185,7 @@ def split_dataset(
     """Stratified, seeded train/test split; the index is reset so Parquet files hold no stray index column."""
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(
-        frame, test_size=test_fraction, random_state=seed, stratify=frame[label_column]
-    )
+    train, test = train_test_split(frame, test_size=test_fraction, random_state=seed, stratify=frame[label_column])
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 

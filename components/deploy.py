@@ -10,7 +10,6 @@ from typing import Any
 from components.constants import (
     DEFAULT_HOST,
     DEFAULT_HTTP_PORT,
-    DEPLOY_TARGET_KUBERNETES,
     DEPLOY_TARGET_LOCAL,
     DEPLOY_TARGETS,
     LOCAL_STORE_PVC,
@@ -95,7 +94,6 @@ def deploy_model(
         endpoint = f"http://{DEFAULT_HOST}:{DEFAULT_HTTP_PORT}/v1/models/{model_name}:predict"
         return DeployOutcome(endpoint=endpoint, status=f"published {deployment.model_dir}", manifest=manifest)
 
-    assert target == DEPLOY_TARGET_KUBERNETES  # noqa: S101  # the membership check above guarantees it
     from components.deploy_kubernetes import deploy_inference_service
 
     manifest = build_inference_service(

@@ -1,8 +1,9 @@
 """Deploy backend `kubernetes`: write an InferenceService, wait until it serves, smoke-test it, roll back on failure.
 
-The pipeline's last step calls `deploy_inference_service` with the dict from `inference_service.build_inference_service`.
-It talks to the API server through the official `kubernetes` client (CustomObjectsApi), so the same code runs in a
-pipeline pod (in-cluster config), from a laptop (kubeconfig) and against the fake API server in tests/cluster/.
+The pipeline's last step calls `deploy_inference_service` with the dict that
+`inference_service.build_inference_service` returns. It talks to the API server through the official `kubernetes`
+client (CustomObjectsApi), so the same code runs in a pipeline pod (in-cluster config), from a laptop (kubeconfig)
+and against the fake API server in tests/cluster/.
 """
 
 from __future__ import annotations
@@ -189,12 +190,16 @@ class _IsvcApi:
         self._call("delete", self._api.delete_namespaced_custom_object, self.name)
 
 
-def _api_error(action: str, namespace: str, name: str, exc: Any) -> str:
-    message = exc.reason
+def _api_message(exc: Any) -> str:
+    """The `message` of the API server's Status body, or "" when the body is not a Status."""
     try:
-        message = json.loads(exc.body).get("message", message)
+        return str(json.loads(exc.body).get("message", ""))
     except (TypeError, ValueError, AttributeError):
-        pass
+        return ""
+
+
+def _api_error(action: str, namespace: str, name: str, exc: Any) -> str:
+    message = _api_message(exc) or exc.reason
     hint = ""
     if exc.status == 404 and "namespaces" in str(message):
         hint = f"; create it first: kubectl apply -k manifests/overlays/kind (it makes namespace {namespace})"
@@ -206,11 +211,7 @@ def _api_error(action: str, namespace: str, name: str, exc: Any) -> str:
 
 
 def _forbidden_message(exc: Any, verb: str, namespace: str) -> str:
-    api_message = ""
-    try:
-        api_message = json.loads(exc.body).get("message", "")
-    except (TypeError, ValueError, AttributeError):
-        pass
+    api_message = _api_message(exc)
     match = _FORBIDDEN_USER.search(api_message)
     user = match.group(1) if match else "the pipeline run's service account"
     as_flag = f" --as={user}" if match else ""
@@ -513,7 +514,8 @@ def _roll_back(isvc: _IsvcApi, previous: Mapping[str, Any] | None) -> str:
             "metadata": {
                 "resourceVersion": current["metadata"].get("resourceVersion"),
                 "annotations": merge_patch(
-                    current["metadata"].get("annotations") or {}, (previous.get("metadata") or {}).get("annotations") or {}
+                    current["metadata"].get("annotations") or {},
+                    (previous.get("metadata") or {}).get("annotations") or {},
                 ),
             },
             "spec": merge_patch(current.get("spec") or {}, previous.get("spec") or {}),

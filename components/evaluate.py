@@ -107,7 +107,9 @@ def gate_decision(accuracy: float, *, min_accuracy: float) -> GateDecision:
         raise ValueError(f"min_accuracy must be within [0, 1], got {min_accuracy}")
     deploy = accuracy >= min_accuracy
     verdict, action = (">=", "deploy") if deploy else ("<", "do not deploy")
-    return GateDecision(deploy=deploy, reason=f"accuracy {accuracy:.4f} {verdict} threshold {min_accuracy:.4f}: {action}")
+    return GateDecision(
+        deploy=deploy, reason=f"accuracy {accuracy:.4f} {verdict} threshold {min_accuracy:.4f}: {action}"
+    )
 
 
 def render_markdown_report(evaluation: Evaluation, decision: GateDecision) -> str:
@@ -124,6 +126,6 @@ def render_markdown_report(evaluation: Evaluation, decision: GateDecision) -> st
     lines += ["", "## Confusion matrix (rows: true, columns: predicted)", ""]
     lines.append("| | " + " | ".join(evaluation.class_names) + " |")
     lines.append("| --- " * (len(evaluation.class_names) + 1) + "|")
-    for name, row in zip(evaluation.class_names, evaluation.confusion_matrix, strict=True):
-        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    for name, counts in zip(evaluation.class_names, evaluation.confusion_matrix, strict=True):
+        lines.append(f"| **{name}** | " + " | ".join(str(v) for v in counts) + " |")
     return "\n".join(lines) + "\n"

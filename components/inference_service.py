@@ -168,7 +168,9 @@ def build_inference_service(
     if service_account is not None:
         _check_name("service account", service_account, _DNS1123_LABEL, _MAX_NAME)
     if protocol_version not in PROTOCOL_VERSIONS:
-        raise InferenceServiceSpecError(f"protocol_version must be one of {PROTOCOL_VERSIONS}, not {protocol_version!r}")
+        raise InferenceServiceSpecError(
+            f"protocol_version must be one of {PROTOCOL_VERSIONS}, not {protocol_version!r}"
+        )
     if deployment_mode not in DEPLOYMENT_MODES:
         raise InferenceServiceSpecError(f"deployment_mode must be one of {DEPLOYMENT_MODES}, not {deployment_mode!r}")
     scheme = storage_uri.partition("://")[0]
@@ -197,6 +199,9 @@ def build_inference_service(
         "minReplicas": 1,
         # The model server needs no Kubernetes API access; an unmounted token cannot leak (kserve/kserve#3928).
         "automountServiceAccountToken": False,
+        # Pod level, so KServe's injected storage-initializer gets it too; the runtime's container adds the rest
+        # of Pod Security "restricted" (non-root, no escalation, no capabilities, read-only root).
+        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
         "model": model,
     }
     if service_account is not None:
@@ -240,7 +245,9 @@ def with_standard_canary(
         A new dict; `manifest` is not modified.
     """
     if isinstance(traffic_percent, bool) or not isinstance(traffic_percent, int) or not 0 < traffic_percent < 100:
-        raise InferenceServiceSpecError(f"canary traffic percent must be an integer from 1 to 99, not {traffic_percent!r}")
+        raise InferenceServiceSpecError(
+            f"canary traffic percent must be an integer from 1 to 99, not {traffic_percent!r}"
+        )
     result = copy.deepcopy(dict(manifest))
     new_predictor = result["spec"]["predictor"]
     new_predictor["name"] = CANARY_PREDICTOR_NAME

@@ -88,9 +88,11 @@ def current(store_root: Path, model_name: str) -> LocalDeployment:
     _check_name(model_name)
     pointer = store_root / model_name / DEPLOYMENT_FILENAME
     if not pointer.is_file():
-        known = sorted(p.name for p in store_root.iterdir() if (p / DEPLOYMENT_FILENAME).is_file()) if (
-            store_root.is_dir()
-        ) else []
+        known = (
+            sorted(p.name for p in store_root.iterdir() if (p / DEPLOYMENT_FILENAME).is_file())
+            if (store_root.is_dir())
+            else []
+        )
         hint = f" Deployed models here: {', '.join(known)}." if known else ""
         raise NothingDeployedError(
             f"no model named '{model_name}' has been deployed to {store_root}; run `python pipeline.py run` first."
@@ -117,11 +119,11 @@ def _copy_read_only(source: Path, target: Path) -> None:
             if item.is_file():
                 shutil.copy2(item, staging / item.name)
                 os.chmod(staging / item.name, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-        os.chmod(staging, 0o555)
+        os.chmod(staging, 0o555)  # noqa: S103  # readable by the server user, writable by nobody
         # A rename is atomic: a concurrent reader sees no version or a whole one, never half a copy.
         os.rename(staging, target)
     except BaseException:
-        os.chmod(staging, 0o755)
+        os.chmod(staging, 0o755)  # noqa: S103  # make the failed copy removable again
         shutil.rmtree(staging, ignore_errors=True)
         raise
 

@@ -78,7 +78,12 @@ def train(
         check_features=check,
     )
     model.metadata.update(
-        {"model_sha256": card.model_sha256, "sklearn": card.sklearn_version, "family": model_family, "fast_path": bool(card.onnx)}
+        {
+            "model_sha256": card.model_sha256,
+            "sklearn": card.sklearn_version,
+            "family": model_family,
+            "fast_path": bool(card.onnx),
+        }
     )
     print(f"train: {model_family} {card.hyperparameters}, sha256 {card.model_sha256[:12]}, onnx={bool(card.onnx)}")
 
@@ -129,7 +134,7 @@ def deploy(
     service_account: str,
     timeout_seconds: int,
     run_id: str,
-) -> NamedTuple("DeployOutputs", [("endpoint", str), ("status", str)]):  # type: ignore[valid-type]  # noqa: UP014
+) -> NamedTuple("DeployOutputs", [("endpoint", str), ("status", str)]):  # type: ignore[valid-type]
     """Deploy the model: publish it to the local store, or create/patch a KServe InferenceService and wait."""
     from collections import namedtuple
     from pathlib import Path
@@ -151,8 +156,8 @@ def deploy(
     Path(manifest.path).write_text(outcome.manifest_yaml)
     manifest.metadata.update({"target": deploy_target, "endpoint": outcome.endpoint, "status": outcome.status})
     print(f"deploy: {outcome.status} -> {outcome.endpoint}")
-    outputs = namedtuple("DeployOutputs", ["endpoint", "status"])  # noqa: PYI024
-    return outputs(outcome.endpoint, outcome.status)
+    DeployOutputs = namedtuple("DeployOutputs", ["endpoint", "status"])
+    return DeployOutputs(outcome.endpoint, outcome.status)
 
 
 @dataclass(frozen=True)

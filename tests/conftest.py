@@ -72,5 +72,7 @@ def model_dir(make_model_dir: ModelDirFactory) -> Path:
 def shared_schemas() -> Path:
     """The KServe CRD schema folder, or a skip that says why."""
     if not SHARED_SCHEMAS.is_dir():
-        pytest.skip(f"KServe CRD schemas not found at {SHARED_SCHEMAS} (they sit beside the repo on team machines and CI)")
+        pytest.skip(
+            f"KServe CRD schemas not found at {SHARED_SCHEMAS} (they sit beside the repo on team machines and CI)"
+        )
     return SHARED_SCHEMAS

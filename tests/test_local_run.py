@@ -32,7 +32,10 @@ def free_port() -> int:
 def run_pipeline(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(PIPELINE), "run", "--root", "out", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=600,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -81,7 +84,10 @@ def test_served_model_answers_v1_predict_like_the_trained_model(local_run):
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(PIPELINE), "serve", "--root", "out", "--port", str(port)],
-        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -111,6 +117,9 @@ def test_bad_data_fails_the_run_with_the_reason_not_a_traceback(tmp_path):
     data.to_csv(tmp_path / "bad.csv", index=False)
     proc = run_pipeline(tmp_path, "--dataset", "bad.csv")
     assert proc.returncode == 1
-    assert "Run failed: DataValidationError: feature columns must be numeric; encode these first: b (object)" in proc.stderr
+    assert (
+        "Run failed: DataValidationError: feature columns must be numeric; encode these first: b (object)"
+        in proc.stderr
+    )
     assert "full log:" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr

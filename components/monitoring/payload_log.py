@@ -327,29 +327,28 @@ class PayloadLogWriter:
             logger.exception("payload log: failed to write %d records for %s", count, self.model_name)
 
     def _to_table(self, pending: list[_Pending]) -> pa.Table:
+        # Vectorized on purpose: this runs beside the request path and competes with it for the GIL.
         import numpy as np
         import pyarrow as pa
 
         matrix = np.concatenate([np.asarray(p.instances, dtype=np.float64) for p in pending], axis=0)
-        times: list[int] = []
+        counts = np.fromiter((len(p.predictions) for p in pending), dtype=np.int64, count=len(pending))
+        rows = int(counts.sum())
+        micros = np.repeat(np.fromiter((p.timestamp_ns // 1000 for p in pending), dtype=np.int64), counts)
         ids: list[str] = []
-        predictions: list[str | None] = []
-        for p in pending:
-            n = len(p.predictions)
-            times.extend([p.timestamp_ns // 1000] * n)
-            ids.extend(p.request_ids if p.request_ids is not None else [uuid.uuid4().hex for _ in range(n)])
-            predictions.extend(encode_prediction(v) for v in p.predictions)
-        rows = len(times)
+        for p, n in zip(pending, counts.tolist(), strict=True):
+            # One id per request (as KServe's ce-id): the rows of one call share it.
+            ids.extend(p.request_ids if p.request_ids is not None else [uuid.uuid4().hex] * n)
         columns: dict[str, Any] = {
             PAYLOAD_COLUMN_REQUEST_ID: ids,
-            PAYLOAD_COLUMN_TIMESTAMP: pa.array(times, type=pa.timestamp("us", tz="UTC")),
-            PAYLOAD_COLUMN_MODEL_NAME: [self.model_name] * rows,
-            PAYLOAD_COLUMN_MODEL_SHA256: [self.model_sha256] * rows,
+            PAYLOAD_COLUMN_TIMESTAMP: pa.array(micros, type=pa.timestamp("us", tz="UTC")),
+            PAYLOAD_COLUMN_MODEL_NAME: pa.repeat(pa.scalar(self.model_name), rows),
+            PAYLOAD_COLUMN_MODEL_SHA256: pa.repeat(pa.scalar(self.model_sha256), rows),
         }
         for index, name in enumerate(self.feature_names):
             columns[name] = matrix[:, index]
-        columns[PAYLOAD_COLUMN_PREDICTION] = predictions
-        columns[PAYLOAD_COLUMN_SOURCE] = [self.source] * rows
+        columns[PAYLOAD_COLUMN_PREDICTION] = _predictions_as_text(pending)
+        columns[PAYLOAD_COLUMN_SOURCE] = pa.repeat(pa.scalar(self.source), rows)
         return pa.table(columns, schema=self._schema)
 
     def _write_partitioned(self, table: pa.Table) -> None:
@@ -376,6 +375,19 @@ class PayloadLogWriter:
             # Object stores publish an object only when its upload completes: no partial file is ever listed.
             pq.write_table(table, f"{folder}/{name}", filesystem=self._fs)
         self._files += 1
+
+
+def _predictions_as_text(pending: list[_Pending]) -> pa.Array:
+    """Integer or string class labels convert in one vectorized cast; anything else goes value by value."""
+    import numpy as np
+    import pyarrow as pa
+
+    arrays = [np.asarray(p.predictions) for p in pending]
+    if all(a.ndim == 1 and a.dtype.kind in "iub" for a in arrays):
+        return pa.array(np.concatenate(arrays)).cast(pa.string())
+    if all(a.ndim == 1 and a.dtype.kind == "U" for a in arrays):
+        return pa.array(np.concatenate(arrays), type=pa.string())
+    return pa.array([encode_prediction(v) for p in pending for v in p.predictions], type=pa.string())
 
 
 def _to_utc(moment: datetime) -> datetime:

@@ -182,11 +182,23 @@ def _model_server_class() -> type:
             else:
                 self._rest_server = rest
                 self.servers.append(rest.start())
-            self.setup_event_loop()
-            self.register_signal_handler()
-            asyncio.run(self._serve())
+            # KServe's single-worker path runs uvicorn inside asyncio.run, i.e. on the stdlib loop even when
+            # uvloop is installed; uvloop's faster socket and callback handling is free throughput.
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.get_loop()  # creates the loop and makes it current, which setup_event_loop configures
+                self.setup_event_loop()
+                self.register_signal_handler()
+                runner.run(self._serve())
 
     return ProjectModelServer
+
+
+def _loop_factory() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # uvloop is a kserve dependency on Linux; fall back quietly elsewhere
+        return None
+    return uvloop.new_event_loop
 
 
 def _ProjectModelServer(**kwargs: Any) -> Any:

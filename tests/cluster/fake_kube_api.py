@@ -33,8 +33,12 @@ from typing import Any
 
 from components.constants import INFERENCE_SERVICE_PLURAL, KSERVE_GROUP, KSERVE_VERSION
 
-_COLLECTION = re.compile(rf"^/apis/{re.escape(KSERVE_GROUP)}/{KSERVE_VERSION}/namespaces/([^/]+)/{INFERENCE_SERVICE_PLURAL}$")
-_ITEM = re.compile(rf"^/apis/{re.escape(KSERVE_GROUP)}/{KSERVE_VERSION}/namespaces/([^/]+)/{INFERENCE_SERVICE_PLURAL}/([^/]+)$")
+_COLLECTION = re.compile(
+    rf"^/apis/{re.escape(KSERVE_GROUP)}/{KSERVE_VERSION}/namespaces/([^/]+)/{INFERENCE_SERVICE_PLURAL}$"
+)
+_ITEM = re.compile(
+    rf"^/apis/{re.escape(KSERVE_GROUP)}/{KSERVE_VERSION}/namespaces/([^/]+)/{INFERENCE_SERVICE_PLURAL}/([^/]+)$"
+)
 RESOURCE = f"{INFERENCE_SERVICE_PLURAL}.{KSERVE_GROUP}"
 DEFAULT_USER = "system:serviceaccount:kubeflow:pipeline-runner"
 
@@ -133,10 +137,10 @@ class FakeKubeApi:
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle  # noqa: N815
+            do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self.base_url
@@ -225,7 +229,11 @@ class FakeKubeApi:
             return 422, _status(422, "Invalid", "metadata.name: Required value")
         name = body["metadata"]["name"]
         if body["metadata"].get("namespace", namespace) != namespace:
-            return 400, _status(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")
+            return 400, _status(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            )
         if (namespace, name) in self._objects:
             return 409, _status(409, "AlreadyExists", f'{RESOURCE} "{name}" already exists', {"name": name})
         obj = copy.deepcopy(body)
@@ -243,7 +251,9 @@ class FakeKubeApi:
         self._objects[(namespace, name)] = _Tracked(obj)
         return 201, copy.deepcopy(obj)
 
-    def _write(self, tracked: _Tracked, new: dict[str, Any], request_body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def _write(
+        self, tracked: _Tracked, new: dict[str, Any], request_body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         old = tracked.obj
         name = old["metadata"]["name"]
         sent_version = (request_body.get("metadata") or {}).get("resourceVersion")
@@ -344,7 +354,7 @@ class FakePredictor:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 fake.calls += 1
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 code, payload = 200, {}
@@ -365,7 +375,7 @@ class FakePredictor:
                 self.wfile.write(data)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
         return self.base_url

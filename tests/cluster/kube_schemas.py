@@ -51,7 +51,11 @@ def kustomization_dirs() -> list[Path]:
 def render(directory: Path) -> list[dict[str, Any]]:
     """`kubectl kustomize <dir>` (or standalone kustomize) parsed into objects."""
     kubectl = shutil.which("kubectl")
-    command = [kubectl, "kustomize", str(directory)] if kubectl else [shutil.which("kustomize") or "kustomize", "build", str(directory)]
+    command = (
+        [kubectl, "kustomize", str(directory)]
+        if kubectl
+        else [shutil.which("kustomize") or "kustomize", "build", str(directory)]
+    )
     out = subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 

@@ -140,7 +140,7 @@ def test_load_failure_fails_fast_with_the_controller_message_and_restores_the_pr
 
     fake_api.controller = controller
     # A timeout far longer than the test: only a fail-fast on lastFailureInfo ends it with ModelLoadFailedError.
-    with pytest.raises(ModelLoadFailedError, match="No such key: model.joblib") as caught:
+    with pytest.raises(ModelLoadFailedError, match=r"No such key: model\.joblib") as caught:
         deploy(manifest_for(card_b, URI_B), card_b, api_client, predictor, instances, timeout_seconds=600)
 
     assert caught.value.rolled_back
@@ -269,9 +269,7 @@ def test_canary_goes_beside_the_live_predictor_then_promotes(
     _, card_b = make_model_dir(family="random_forest", name="model-b")
     deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
 
-    canary = deploy(
-        manifest_for(card_b, URI_B, canary_traffic_percent=20), card_b, api_client, predictor, instances
-    )
+    canary = deploy(manifest_for(card_b, URI_B, canary_traffic_percent=20), card_b, api_client, predictor, instances)
     stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
     assert canary.canary_traffic_percent == 20
     assert stored["spec"]["predictor"]["model"]["storageUri"] == URI_A

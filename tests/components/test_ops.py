@@ -8,7 +8,13 @@ import pytest
 import yaml
 from kfp import dsl
 
-from components.constants import DEFAULT_LABEL_COLUMN, KSERVE_API_VERSION, METRIC_ACCURACY, MODEL_CARD_FILENAME, MODEL_FILENAME
+from components.constants import (
+    DEFAULT_LABEL_COLUMN,
+    KSERVE_API_VERSION,
+    METRIC_ACCURACY,
+    MODEL_CARD_FILENAME,
+    MODEL_FILENAME,
+)
 from components.data import DataValidationError
 from components.local_store import current
 from components.ops import build_components
@@ -35,8 +41,13 @@ def model(tmp_path, split):
     train, test = split
     out = artifact(dsl.Model, tmp_path, "model")
     OPS.train.python_func(
-        model=out, train_data=train, test_data=test, label_column=LABEL, model_family="logistic_regression",
-        hyperparameters={"C": 2.0}, seed=1,
+        model=out,
+        train_data=train,
+        test_data=test,
+        label_column=LABEL,
+        model_family="logistic_regression",
+        hyperparameters={"C": 2.0},
+        seed=1,
     )
     return out
 
@@ -56,8 +67,12 @@ def test_load_data_fails_with_the_validation_message(tmp_path):
     pd.DataFrame({"a": [1.0, 2.0, 3.0], LABEL: [1, 1, 1]}).to_csv(bad, index=False)
     with pytest.raises(DataValidationError, match="at least two classes"):
         OPS.load_data.python_func(
-            train_data=artifact(dsl.Dataset, tmp_path, "tr"), test_data=artifact(dsl.Dataset, tmp_path, "te"),
-            dataset=str(bad), label_column=LABEL, test_fraction=0.2, seed=0,
+            train_data=artifact(dsl.Dataset, tmp_path, "tr"),
+            test_data=artifact(dsl.Dataset, tmp_path, "te"),
+            dataset=str(bad),
+            label_column=LABEL,
+            test_fraction=0.2,
+            seed=0,
         )
 
 
@@ -74,8 +89,13 @@ def test_evaluate_logs_metrics_for_the_ui_and_returns_the_gate(tmp_path, split, 
     classification = artifact(dsl.ClassificationMetrics, tmp_path, "cls")
     report = artifact(dsl.Markdown, tmp_path, "report.md")
     passed = OPS.evaluate.python_func(
-        metrics=metrics, classification=classification, report=report, model=model, test_data=test,
-        label_column=LABEL, min_accuracy=0.5,
+        metrics=metrics,
+        classification=classification,
+        report=report,
+        model=model,
+        test_data=test,
+        label_column=LABEL,
+        min_accuracy=0.5,
     )
     assert passed is True
     assert 0.5 <= metrics.metadata[METRIC_ACCURACY] <= 1.0
@@ -83,8 +103,12 @@ def test_evaluate_logs_metrics_for_the_ui_and_returns_the_gate(tmp_path, split, 
     assert sum(sum(row["row"]) for row in matrix["rows"]) == 30
     assert "Deploy gate:** accuracy" in (tmp_path / "report.md").read_text()
     blocked = OPS.evaluate.python_func(
-        metrics=artifact(dsl.Metrics, tmp_path, "m2"), classification=artifact(dsl.ClassificationMetrics, tmp_path, "c2"),
-        report=artifact(dsl.Markdown, tmp_path, "r2"), model=model, test_data=test, label_column=LABEL,
+        metrics=artifact(dsl.Metrics, tmp_path, "m2"),
+        classification=artifact(dsl.ClassificationMetrics, tmp_path, "c2"),
+        report=artifact(dsl.Markdown, tmp_path, "r2"),
+        model=model,
+        test_data=test,
+        label_column=LABEL,
         min_accuracy=1.0,
     )
     assert blocked is (metrics.metadata[METRIC_ACCURACY] >= 1.0)
@@ -95,8 +119,15 @@ def test_deploy_local_publishes_and_writes_the_manifest_it_would_apply(tmp_path,
     metrics.log_metric(METRIC_ACCURACY, 0.95)
     manifest = artifact(dsl.Artifact, tmp_path, "isvc.yaml")
     endpoint, status = OPS.deploy.python_func(
-        manifest=manifest, model=model, metrics=metrics, model_name="iris-test", namespace="models",
-        deploy_target="local", local_store=str(tmp_path / "store"), service_account="", timeout_seconds=5,
+        manifest=manifest,
+        model=model,
+        metrics=metrics,
+        model_name="iris-test",
+        namespace="models",
+        deploy_target="local",
+        local_store=str(tmp_path / "store"),
+        service_account="",
+        timeout_seconds=5,
         run_id="run-42",
     )
     live = current(tmp_path / "store", "iris-test")
@@ -113,7 +144,14 @@ def test_deploy_local_publishes_and_writes_the_manifest_it_would_apply(tmp_path,
 def test_deploy_refuses_an_unknown_target(tmp_path, model):
     with pytest.raises(ValueError, match="unknown deploy_target 'cloud'; choose one of: local, kubernetes"):
         OPS.deploy.python_func(
-            manifest=artifact(dsl.Artifact, tmp_path, "m"), model=model, metrics=artifact(dsl.Metrics, tmp_path, "x"),
-            model_name="iris", namespace="models", deploy_target="cloud", local_store=str(tmp_path / "s"),
-            service_account="", timeout_seconds=5, run_id="r",
+            manifest=artifact(dsl.Artifact, tmp_path, "m"),
+            model=model,
+            metrics=artifact(dsl.Metrics, tmp_path, "x"),
+            model_name="iris",
+            namespace="models",
+            deploy_target="cloud",
+            local_store=str(tmp_path / "s"),
+            service_account="",
+            timeout_seconds=5,
+            run_id="r",
         )

@@ -117,3 +117,23 @@ def test_fingerprint_follows_content_not_row_labels():
     changed.loc[0, "a"] += 1e-9
     assert fingerprint(changed) != fingerprint(data)
     assert fingerprint(data.astype({"a": "float32"})) != fingerprint(data)
+
+
+def test_csv_loads_from_an_http_url(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    small_valid().to_csv(tmp_path / "data.csv", index=False)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *args: None  # type: ignore[attr-defined]
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}/data.csv"
+        try:
+            loaded = load_dataset(url, label_column=LABEL)
+            with pytest.raises(DataValidationError, match="could not read csv"):
+                load_dataset(url.replace("data.csv", "missing.csv"), label_column=LABEL)
+        finally:
+            server.shutdown()
+    pd.testing.assert_frame_equal(loaded, small_valid())

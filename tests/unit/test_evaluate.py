@@ -28,7 +28,12 @@ def test_metrics_match_a_hand_computed_case():
     evaluation = evaluate_model(FixedPredictions([0, 1, 1, 1, 2, 0]), test, label_column=LABEL)
     assert evaluation.accuracy == pytest.approx(4 / 6)
     assert evaluation.confusion_matrix == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
-    assert evaluation.per_class["1"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8), "support": 2.0}
+    assert evaluation.per_class["1"] == {
+        "precision": pytest.approx(2 / 3),
+        "recall": 1.0,
+        "f1": pytest.approx(0.8),
+        "support": 2.0,
+    }
     # f1: class0 = 0.5, class1 = 0.8, class2 = 2/3
     assert evaluation.f1_macro == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
     assert evaluation.roc_auc is None and evaluation.roc_curve is None

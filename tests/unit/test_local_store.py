@@ -50,7 +50,7 @@ def test_a_tampered_model_is_not_published(model_dir, tmp_path):
 
 def test_nothing_deployed_says_how_to_deploy_and_lists_what_is_there(model_dir, tmp_path):
     store = tmp_path / "store"
-    with pytest.raises(NothingDeployedError, match="run `python pipeline.py run` first"):
+    with pytest.raises(NothingDeployedError, match=r"run `python pipeline\.py run` first"):
         current(store, "iris")
     publish(model_dir, store, model_name="other")
     with pytest.raises(NothingDeployedError, match="Deployed models here: other"):

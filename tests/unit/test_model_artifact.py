@@ -27,7 +27,9 @@ def test_a_changed_model_file_is_refused_before_unpickling(model_dir):
 
 def test_two_pickles_or_none_are_refused(model_dir):
     (model_dir / "other.pkl").write_bytes(b"x")
-    with pytest.raises(ModelIntegrityError, match=r"exactly one model file model\.joblib; found: model\.joblib, other\.pkl"):
+    with pytest.raises(
+        ModelIntegrityError, match=r"exactly one model file model\.joblib; found: model\.joblib, other\.pkl"
+    ):
         verify_model_dir(model_dir)
     (model_dir / "other.pkl").unlink()
     (model_dir / MODEL_FILENAME).unlink()
@@ -46,7 +48,7 @@ def test_missing_or_broken_card_is_refused(model_dir, tmp_path):
     with pytest.raises(ModelIntegrityError, match="has no 'class_names' field"):
         read_model_card(model_dir)
     card_path.unlink()
-    with pytest.raises(ModelIntegrityError, match="model.json is missing"):
+    with pytest.raises(ModelIntegrityError, match=r"model\.json is missing"):
         read_model_card(model_dir)
 
 
@@ -61,5 +63,5 @@ def test_a_recorded_file_that_disappeared_is_refused(make_model_dir, tmp_path):
     extra.write_text("x")
     directory, _ = make_model_dir(name="m", extra_files={"notes.txt": extra})
     extra.unlink()
-    with pytest.raises(ModelIntegrityError, match="notes.txt is recorded in model.json but missing"):
+    with pytest.raises(ModelIntegrityError, match=r"notes\.txt is recorded in model\.json but missing"):
         verify_model_dir(directory)

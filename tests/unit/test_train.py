@@ -71,10 +71,19 @@ def test_invalid_hyperparameter_values_are_a_config_error(iris_split):
 @pytest.mark.parametrize("family", MODEL_FAMILIES)
 def test_saved_model_directory_is_what_kserve_loads(tmp_path, iris_split, family):
     train, test = iris_split
-    trained = train_model(train, label_column=LABEL, family=family, hyperparameters={"n_estimators": 10} if family == "random_forest" else None)
+    trained = train_model(
+        train,
+        label_column=LABEL,
+        family=family,
+        hyperparameters={"n_estimators": 10} if family == "random_forest" else None,
+    )
     check = test.drop(columns=[LABEL])
     card = save_trained_model(
-        trained, tmp_path / "model", family=family, label_column=LABEL, training_data_fingerprint="f" * 64,
+        trained,
+        tmp_path / "model",
+        family=family,
+        label_column=LABEL,
+        training_data_fingerprint="f" * 64,
         check_features=check,
     )
     files = sorted(p.name for p in (tmp_path / "model").iterdir())

@@ -1,0 +1,81 @@
+"""The KFP v2beta1 calls `kfp.Client.create_run_from_pipeline_package` makes, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class FakeKfpApi:
+    """Find-or-create an experiment, create a run; records every request for assertions."""
+
+    def __init__(self, *, refuse_runs_with: int | None = None) -> None:
+        self.requests: list[tuple[str, str, Any]] = []
+        self.experiments: dict[str, str] = {}
+        self.refuse_runs_with = refuse_runs_with
+        self.base_url = ""
+        self._server: ThreadingHTTPServer | None = None
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Bodies of the create-run requests."""
+        return [body for method, path, body in self.requests if method == "POST" and path == "/apis/v2beta1/runs"]
+
+    def _answer(self, method: str, path: str, query: str, body: Any) -> tuple[int, dict[str, Any]]:
+        if method == "GET" and path == "/apis/v2beta1/healthz":
+            return 200, {"multi_user": False}
+        if method == "GET" and path == "/apis/v2beta1/experiments":
+            filter_json = urllib.parse.parse_qs(query).get("filter", ["{}"])[0]
+            predicates = json.loads(filter_json).get("predicates", [])
+            wanted = {p.get("string_value", p.get("stringValue")) for p in predicates}
+            found = [{"experiment_id": i, "display_name": n} for n, i in self.experiments.items() if n in wanted]
+            return 200, {"experiments": found, "total_size": len(found)}
+        if method == "POST" and path == "/apis/v2beta1/experiments":
+            experiment_id = f"exp-{len(self.experiments) + 1}"
+            self.experiments[body["display_name"]] = experiment_id
+            return 200, {"experiment_id": experiment_id, "display_name": body["display_name"]}
+        if method == "POST" and path == "/apis/v2beta1/runs":
+            if self.refuse_runs_with:
+                return self.refuse_runs_with, {"error_message": "refused by the fake", "code": 7}
+            return 200, {
+                "run_id": f"run-{len(self.runs())}",
+                "display_name": body.get("display_name"),
+                "state": "PENDING",
+            }
+        return 404, {"error_message": f"no route {method} {path}"}
+
+    def start(self) -> str:
+        """Serve on an ephemeral port; returns the base URL."""
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def _handle(self) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = json.loads(raw) if raw else None
+                path, _, query = self.path.partition("?")
+                fake.requests.append((self.command, path, body))
+                code, payload = fake._answer(self.command, path, query, body)
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.base_url
+
+    def stop(self) -> None:
+        """Shut the server down."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,255 @@
+"""Offline checks that stand in for a cluster: render, validate strictly, lint, scan."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from kube_schemas import (
+    MANIFESTS,
+    REPO,
+    crd_errors,
+    kubernetes_version,
+    kustomization_dirs,
+    kustomize_available,
+    object_errors,
+    pinned_versions,
+    render,
+    strictify,
+)
+
+from components import constants
+from components.inference_service import build_inference_service
+
+needs_kustomize = pytest.mark.skipif(not kustomize_available(), reason="kubectl/kustomize not on PATH")
+OVERLAYS = ["overlays/kind", "overlays/minikube"]
+BOOTSTRAP = MANIFESTS / "bootstrap"
+CHECKOV = REPO / ".tools" / "checkov" / "bin" / "checkov"
+
+
+@pytest.fixture(scope="module")
+def rendered() -> dict[str, list[dict]]:
+    if not kustomize_available():
+        pytest.skip("kubectl/kustomize not on PATH")
+    return {str(d.relative_to(MANIFESTS)): render(d) for d in kustomization_dirs()}
+
+
+def by_kind(objects: list[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def test_every_overlay_and_the_base_are_kustomizations():
+    assert {str(d.relative_to(MANIFESTS)) for d in kustomization_dirs()} >= {"base", *OVERLAYS}
+
+
+@needs_kustomize
+def test_every_rendered_object_validates_strictly(rendered, shared_schemas: Path):
+    problems = {
+        f"{name}: {obj['kind']}/{obj['metadata']['name']}": errors
+        for name, objects in rendered.items()
+        for obj in objects
+        if (errors := object_errors(obj, shared_schemas))
+    }
+    assert problems == {}
+
+
+def test_the_reference_inference_service_validates_and_equals_the_builder_output(shared_schemas: Path):
+    reference = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())
+    model = reference["spec"]["predictor"]["model"]
+    built = build_inference_service(
+        name=constants.DEFAULT_MODEL_NAME,
+        namespace=constants.DEFAULT_NAMESPACE,
+        storage_uri=model["storageUri"],
+        service_account=constants.MODEL_READER_SERVICE_ACCOUNT,
+    )
+    assert crd_errors(reference, shared_schemas) == []
+    assert built == reference
+
+
+def test_strict_validation_catches_a_misspelt_field(shared_schemas: Path):
+    reference = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())
+    reference["spec"]["predictor"]["model"]["storageURI"] = reference["spec"]["predictor"]["model"]["storageUri"]
+    reference["metadata"]["annotation"] = {}
+    errors = crd_errors(reference, shared_schemas)
+    assert any("storageURI" in e for e in errors)
+    assert any("annotation" in e for e in errors)
+
+
+def test_strictify_honours_preserve_unknown_fields():
+    schema = {
+        "type": "object",
+        "properties": {
+            "open": {"type": "object", "x-kubernetes-preserve-unknown-fields": True, "properties": {"a": {}}},
+            "closed": {"type": "object", "properties": {"a": {}}},
+            "map": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    }
+    strict = strictify(schema)
+    assert "additionalProperties" not in strict["properties"]["open"]
+    assert strict["properties"]["closed"]["additionalProperties"] is False
+    assert strict["properties"]["map"]["additionalProperties"] == {"type": "string"}
+    assert strict["additionalProperties"] is False
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_serving_runtime_runs_the_project_image_hardened(rendered, overlay):
+    (runtime,) = by_kind(rendered[overlay], "ServingRuntime")
+    assert runtime["metadata"]["name"] == constants.SERVING_RUNTIME_NAME
+    assert runtime["metadata"]["namespace"] == constants.DEFAULT_NAMESPACE
+    formats = runtime["spec"]["supportedModelFormats"]
+    assert [f["name"] for f in formats] == [constants.SKLEARN_MODEL_FORMAT]
+    assert set(runtime["spec"]["protocolVersions"]) == set(constants.PROTOCOL_VERSIONS)
+    (container,) = runtime["spec"]["containers"]
+    assert container["name"] == constants.PREDICTOR_CONTAINER_NAME
+    assert container["image"] == constants.DEFAULT_IMAGE
+    assert container["command"] == [constants.PREDICTOR_COMMAND]
+    assert container["args"] == [
+        "--model_name={{.Name}}",
+        f"--model_dir={constants.MODEL_MOUNT_PATH}",
+        f"--http_port={constants.DEFAULT_HTTP_PORT}",
+    ]
+    assert container["imagePullPolicy"] == "IfNotPresent"  # side-loaded, never pulled
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == constants.PREDICTOR_UID
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    # A read-only root needs a writable /tmp.
+    tmp_mounts = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+    assert tmp_mounts and any(
+        v["name"] == tmp_mounts[0]["name"] and "emptyDir" in v for v in runtime["spec"]["volumes"]
+    )
+    assert container["resources"]["limits"] and container["resources"]["requests"]
+
+
+@needs_kustomize
+def test_deployer_role_grants_exactly_the_verbs_the_deploy_step_uses(rendered):
+    objects = rendered["base"]
+    (role,) = by_kind(objects, "Role")
+    assert role["metadata"]["name"] == constants.DEPLOYER_ROLE_NAME
+    assert role["rules"] == [
+        {
+            "apiGroups": [constants.KSERVE_GROUP],
+            "resources": [constants.INFERENCE_SERVICE_PLURAL],
+            "verbs": ["get", "create", "patch", "delete"],
+        }
+    ]
+    (binding,) = by_kind(objects, "RoleBinding")
+    assert binding["roleRef"]["name"] == constants.DEPLOYER_ROLE_NAME
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": constants.KFP_RUN_SERVICE_ACCOUNT, "namespace": constants.KFP_NAMESPACE}
+    ]
+
+
+@needs_kustomize
+def test_deploy_step_uses_only_verbs_the_role_grants():
+    # The fake API server logs HTTP methods; this keeps the Role and the code in step from the code side.
+    source = (REPO / "components" / "deploy_kubernetes.py").read_text()
+    used = {
+        verb for verb in ("get", "create", "patch", "delete", "update", "list", "watch") if f'_call("{verb}"' in source
+    }
+    assert used == {"get", "create", "patch", "delete"}
+
+
+@needs_kustomize
+def test_storage_secret_points_at_kfps_object_store_and_holds_no_credentials(rendered):
+    objects = rendered["base"]
+    (secret,) = by_kind(objects, "Secret")
+    assert secret["metadata"]["name"] == constants.MODEL_STORE_SECRET_NAME
+    annotations = secret["metadata"]["annotations"]
+    assert annotations["serving.kserve.io/s3-endpoint"] == constants.KFP_OBJECT_STORE_ENDPOINT
+    assert annotations["serving.kserve.io/s3-usehttps"] == "0"
+    assert "data" not in secret and "stringData" not in secret
+    (account,) = by_kind(objects, "ServiceAccount")
+    assert account["metadata"]["name"] == constants.MODEL_READER_SERVICE_ACCOUNT
+    assert account["secrets"] == [{"name": constants.MODEL_STORE_SECRET_NAME}]
+    assert account["automountServiceAccountToken"] is False
+
+
+@needs_kustomize
+def test_network_policy_admits_the_models_namespace_to_the_object_store(rendered):
+    (policy,) = [
+        p for p in by_kind(rendered["base"], "NetworkPolicy") if p["metadata"]["namespace"] == constants.KFP_NAMESPACE
+    ]
+    assert policy["metadata"]["namespace"] == constants.KFP_NAMESPACE
+    (rule,) = policy["spec"]["ingress"]
+    namespaces = [p["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for p in rule["from"]]
+    assert namespaces == [constants.DEFAULT_NAMESPACE]
+
+
+def test_pinned_versions_match_the_project():
+    pins = pinned_versions()
+    assert pins["IMAGE"] == constants.DEFAULT_IMAGE
+    assert pins["MODELS_NAMESPACE"] == constants.DEFAULT_NAMESPACE
+    assert pins["KSERVE_VERSION"].lstrip("v") == __import__("importlib.metadata").metadata.version("kserve")
+    assert tuple(int(p) for p in kubernetes_version().split(".")[:2]) >= (1, 32)  # KServe Standard mode minimum
+    assert pins["KIND_NODE_IMAGE"].endswith(pins["KUBERNETES_VERSION"])
+
+
+def test_bootstrap_scripts_are_strict_bash():
+    scripts = sorted(BOOTSTRAP.glob("*.sh"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert text.startswith("#!/usr/bin/env bash\n"), script.name
+        assert "set -euo pipefail" in text, script.name
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (apt-get install shellcheck)")
+def test_bootstrap_scripts_pass_shellcheck():
+    files = [str(p) for p in sorted(BOOTSTRAP.glob("*.sh"))] + [str(BOOTSTRAP / "versions.env")]
+    result = subprocess.run(
+        ["shellcheck", "--external-sources", "--source-path=SCRIPTDIR", "--shell=bash", *files],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.skipif(not CHECKOV.exists(), reason="checkov not installed in .tools/checkov (run: make checkov-install)")
+@needs_kustomize
+def test_checkov_finds_no_unexplained_failure(tmp_path: Path, rendered):
+    from predictor_preview import predictor_deployments
+
+    for name, objects in rendered.items():
+        path = tmp_path / f"{name.replace('/', '-')}.yaml"
+        path.write_text(yaml.safe_dump_all(objects))
+        # KServe builds the predictor Deployment from the runtime + InferenceService; checkov only scans built-in
+        # kinds, so scan the pod KServe will run as well.
+        runtimes = by_kind(objects, "ServingRuntime")
+        if runtimes:
+            preview = tmp_path / f"{name.replace('/', '-')}-predictor.yaml"
+            reference = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())
+            preview.write_text(yaml.safe_dump_all(predictor_deployments(reference, runtimes[0])))
+    result = subprocess.run(
+        [
+            str(CHECKOV),
+            "--directory",
+            str(tmp_path),
+            "--framework",
+            "kubernetes",
+            "--config-file",
+            str(MANIFESTS / ".checkov.yaml"),
+            "--skip-download",
+            "--output",
+            "json",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    report = json.loads(result.stdout)
+    reports = report if isinstance(report, list) else [report]
+    failed = [
+        f"{c['check_id']} {c['resource']}: {c['check_name']}" for r in reports for c in r["results"]["failed_checks"]
+    ]
+    assert failed == [], "\n".join(failed)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,28 @@
+"""Helpers shared by the monitoring tests (a plain module: conftest.py cannot be imported by name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from components.monitoring.payload_log import PayloadLogWriter
+
+IRIS_TRAIN_ROWS = 120
+"""What Iris' 80/20 train split leaves for the profile."""
+
+
+def shift_feature(frame: pd.DataFrame, column: str, by: float) -> pd.DataFrame:
+    shifted = frame.copy()
+    shifted[column] = shifted[column] + by
+    return shifted
+
+
+def write_log(log_dir: Path, frame: pd.DataFrame, *, model_name: str, predictions: list | None = None) -> None:
+    with PayloadLogWriter(
+        log_dir, model_name=model_name, model_sha256="0" * 64, feature_names=list(frame.columns), batch_size=64
+    ) as writer:
+        rows = frame.to_numpy()
+        labels = predictions if predictions is not None else [0] * len(rows)
+        for start in range(0, len(rows), 10):
+            writer.record(rows[start : start + 10], labels[start : start + 10])

@@ -1,0 +1,117 @@
+"""The monitoring pipeline end to end under kfp.local (components run as subprocesses of this venv).
+
+Logs are written by the real PayloadLogWriter into tmp_path; the model directory holds a real reference profile.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from monitoring_helpers import shift_feature, write_log
+
+from components.constants import (
+    DEFAULT_IMAGE,
+    DEFAULT_MIN_RECORDS,
+    DEFAULT_MODEL_NAME,
+    DRIFT_STATUS_DRIFT,
+    DRIFT_STATUS_NOT_ENOUGH_DATA,
+    DRIFT_STATUS_OK,
+    ON_DRIFT_FAIL,
+    RETRAIN_REQUEST_FILENAME,
+)
+from components.monitoring.pipeline_def import monitoring_pipeline
+from components.monitoring.retrain import read_retrain_request
+
+
+@pytest.fixture
+def local_kfp(tmp_path: Path) -> Path:
+    from kfp import local
+
+    root = tmp_path / "pipeline_root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    return root
+
+
+def run(log_dir: Path, model_dir: Path, request_dir: Path, **kwargs) -> None:
+    monitoring_pipeline(log_dir=str(log_dir), model_dir=str(model_dir), retrain_request_dir=str(request_dir), **kwargs)
+
+
+def only_report(root: Path) -> dict:
+    (path,) = root.glob("*/check-drift-op/drift_report/drift_report.json")
+    return json.loads(path.read_text())
+
+
+def resample(frame: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
+    return frame.iloc[np.random.default_rng(seed).integers(0, len(frame), rows)].reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_in_distribution_traffic_reports_ok_and_requests_nothing(
+    local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
+) -> None:
+    write_log(tmp_path / "logs", resample(iris_frame, 400, seed=1), model_name=DEFAULT_MODEL_NAME)
+    run(tmp_path / "logs", iris_model_dir, tmp_path / "requests")
+    report = only_report(local_kfp)
+    assert report["status"] == DRIFT_STATUS_OK and report["records"] == 400
+    assert not (tmp_path / "requests" / RETRAIN_REQUEST_FILENAME).exists()
+    (html,) = local_kfp.glob("*/check-drift-op/report_html")
+    assert html.read_text().count("<svg") == 4
+
+
+@pytest.mark.slow
+def test_shifted_traffic_writes_a_retraining_request(
+    local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
+) -> None:
+    column = "petal width (cm)"
+    window = shift_feature(resample(iris_frame, 400, seed=2), column, 0.5 * iris_frame[column].std())
+    write_log(tmp_path / "logs", window, model_name=DEFAULT_MODEL_NAME)
+    run(tmp_path / "logs", iris_model_dir, tmp_path / "requests")
+    assert only_report(local_kfp)["status"] == DRIFT_STATUS_DRIFT
+    request = read_retrain_request(tmp_path / "requests")
+    assert request is not None and request.drifted_features == [column]
+    assert request.model_uri == str(iris_model_dir) and request.model_name == DEFAULT_MODEL_NAME
+
+
+@pytest.mark.slow
+def test_too_few_records_is_not_enough_data_even_when_shifted(
+    local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
+) -> None:
+    window = shift_feature(resample(iris_frame, DEFAULT_MIN_RECORDS // 4, seed=3), "sepal length (cm)", 3.0)
+    write_log(tmp_path / "logs", window, model_name=DEFAULT_MODEL_NAME)
+    run(tmp_path / "logs", iris_model_dir, tmp_path / "requests")
+    assert only_report(local_kfp)["status"] == DRIFT_STATUS_NOT_ENOUGH_DATA
+    assert not (tmp_path / "requests").exists()
+
+
+@pytest.mark.slow
+def test_on_drift_fail_fails_the_run(
+    local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
+) -> None:
+    window = shift_feature(resample(iris_frame, 400, seed=4), "sepal width (cm)", 0.5 * iris_frame["sepal width (cm)"].std())
+    write_log(tmp_path / "logs", window, model_name=DEFAULT_MODEL_NAME)
+    with pytest.raises(RuntimeError, match="fail-on-drift"):
+        run(tmp_path / "logs", iris_model_dir, tmp_path / "requests", on_drift=ON_DRIFT_FAIL)
+    assert not (tmp_path / "requests").exists()
+
+
+def test_compiled_pipeline_has_the_check_and_both_branches(tmp_path: Path) -> None:
+    from kfp import compiler
+
+    package = tmp_path / "monitoring_pipeline.yaml"
+    compiler.Compiler().compile(monitoring_pipeline, str(package))
+    spec = yaml.safe_load(package.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"check-drift-op", "condition-1", "condition-2"}
+    conditions = {t["triggerPolicy"]["condition"] for n, t in tasks.items() if n.startswith("condition")}
+    assert conditions == {
+        "inputs.parameter_values['pipelinechannel--check-drift-op-Output'] == 'retrain'",
+        "inputs.parameter_values['pipelinechannel--check-drift-op-Output'] == 'fail'",
+    }
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {DEFAULT_IMAGE}
+    assert tasks["check-drift-op"]["cachingOptions"] == {}  # caching off: new logs, same parameters

@@ -1,0 +1,148 @@
+"""PayloadLogWriter and read_payload_window: nothing lost, nothing half-written, windows honoured."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from components.constants import (
+    PAYLOAD_COLUMN_MODEL_SHA256,
+    PAYLOAD_COLUMN_PREDICTION,
+    PAYLOAD_COLUMN_REQUEST_ID,
+    PAYLOAD_COLUMN_SOURCE,
+    PAYLOAD_COLUMN_TIMESTAMP,
+    PAYLOAD_LOG_DATE_PREFIX,
+    PAYLOAD_SOURCE_LOCAL,
+)
+from components.monitoring.payload_log import (
+    PayloadLogError,
+    PayloadLogWriter,
+    list_payload_files,
+    read_payload_window,
+)
+
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+
+
+def make_writer(log_dir: Path, **kwargs) -> PayloadLogWriter:
+    options = {"batch_size": 7, "flush_interval_s": 0.05} | kwargs
+    return PayloadLogWriter(log_dir, model_name="iris", model_sha256="ab" * 32, feature_names=FEATURES, **options)
+
+
+def test_close_writes_every_recorded_row_from_many_threads(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, batch_size=50, flush_interval_s=5.0)
+    calls_per_thread, rows_per_call, threads = 200, 3, 4
+
+    def produce(thread: int) -> None:
+        for i in range(calls_per_thread):
+            value = thread * 10_000 + i
+            writer.record(np.full((rows_per_call, 4), float(value)), [value % 3] * rows_per_call)
+
+    workers = [threading.Thread(target=produce, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    writer.close()
+
+    frame = read_payload_window(tmp_path, model_name="iris", start=None, end=None)
+    expected = threads * calls_per_thread * rows_per_call
+    assert len(frame) == expected
+    assert writer.stats().written == expected and writer.stats().dropped == 0 and writer.stats().failed == 0
+    # every produced value arrives exactly rows_per_call times, with its own prediction
+    counts = frame["sepal length (cm)"].value_counts()
+    assert len(counts) == threads * calls_per_thread and (counts == rows_per_call).all()
+    assert (frame[PAYLOAD_COLUMN_PREDICTION] == (frame["sepal width (cm)"].astype(int) % 3).astype(str)).all()
+    # one id per record() call (a request), shared by its rows
+    assert (frame[PAYLOAD_COLUMN_REQUEST_ID].value_counts() == rows_per_call).all()
+    assert frame[PAYLOAD_COLUMN_REQUEST_ID].nunique() == threads * calls_per_thread
+
+
+def test_records_are_flushed_by_time_without_close(tmp_path: Path) -> None:
+    writer = make_writer(tmp_path, batch_size=10_000, flush_interval_s=0.05)
+    writer.record(np.ones((2, 4)), ["setosa", "virginica"])
+    deadline = datetime.now(UTC) + timedelta(seconds=20)
+    while not list_payload_files(tmp_path, model_name="iris") and datetime.now(UTC) < deadline:
+        threading.Event().wait(0.05)
+    frame = read_payload_window(tmp_path, model_name="iris", start=None, end=None)
+    writer.close()
+    assert list(frame[PAYLOAD_COLUMN_PREDICTION]) == ["setosa", "virginica"]
+
+
+def test_schema_and_layout(tmp_path: Path) -> None:
+    with make_writer(tmp_path) as writer:
+        writer.record(np.arange(8, dtype=float).reshape(2, 4), np.array([1, 2]))
+    (file,) = list_payload_files(tmp_path, model_name="iris")
+    day = datetime.now(UTC).date().isoformat()
+    assert Path(file).parent == tmp_path / "iris" / f"{PAYLOAD_LOG_DATE_PREFIX}{day}"
+    table = pq.read_table(file)
+    assert table.column_names[:4] == [PAYLOAD_COLUMN_REQUEST_ID, PAYLOAD_COLUMN_TIMESTAMP, "model_name",
+                                      PAYLOAD_COLUMN_MODEL_SHA256]  # fmt: skip
+    assert table.column_names[4:8] == FEATURES
+    frame = table.to_pandas()
+    assert frame[PAYLOAD_COLUMN_PREDICTION].tolist() == ["1", "2"]
+    assert frame[PAYLOAD_COLUMN_SOURCE].unique().tolist() == [PAYLOAD_SOURCE_LOCAL]
+    assert frame[FEATURES].to_numpy().tolist() == [[0, 1, 2, 3], [4, 5, 6, 7]]
+
+
+def test_reader_skips_temporary_and_foreign_files(tmp_path: Path) -> None:
+    with make_writer(tmp_path) as writer:
+        writer.record(np.ones((1, 4)), [0])
+    (file,) = list_payload_files(tmp_path, model_name="iris")
+    folder = Path(file).parent
+    (folder / ".tmp-part-half-written.parquet").write_bytes(b"PAR1 not finished")
+    (folder / "notes.txt").write_text("not a log")
+    assert len(read_payload_window(tmp_path, model_name="iris", start=None, end=None)) == 1
+    assert not [p for p in tmp_path.rglob(".tmp-*") if p.name != ".tmp-part-half-written.parquet"]
+
+
+def test_window_bounds_and_day_partitions(tmp_path: Path) -> None:
+    base = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+    with make_writer(tmp_path) as writer:
+        for hours in range(6):  # 23:00 on day 1 to 04:00 on day 2
+            writer.record(np.full((1, 4), float(hours)), [hours], timestamp=base + timedelta(hours=hours))
+    days = sorted(p.name for p in (tmp_path / "iris").iterdir())
+    assert days == [f"{PAYLOAD_LOG_DATE_PREFIX}2026-03-01", f"{PAYLOAD_LOG_DATE_PREFIX}2026-03-02"]
+    window = read_payload_window(
+        tmp_path, model_name="iris", start=base + timedelta(hours=1), end=base + timedelta(hours=4)
+    )
+    assert window["sepal length (cm)"].tolist() == [1.0, 2.0, 3.0]  # end is exclusive
+    naive = read_payload_window(tmp_path, model_name="iris", start=datetime(2026, 3, 2, 3), end=None)
+    assert naive["sepal length (cm)"].tolist() == [4.0, 5.0]  # naive times are UTC
+
+
+def test_unknown_model_gives_empty_frame_but_missing_dir_is_an_error(tmp_path: Path) -> None:
+    assert read_payload_window(tmp_path, model_name="nobody", start=None, end=None).empty
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_payload_window(tmp_path / "typo", model_name="iris", start=None, end=None)
+    with pytest.raises(PayloadLogError, match="not before"):
+        read_payload_window(tmp_path, model_name="iris", start=datetime(2026, 1, 2), end=datetime(2026, 1, 1))
+
+
+def test_bad_calls_are_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(PayloadLogError, match="collide"):
+        PayloadLogWriter(tmp_path, model_name="m", model_sha256="", feature_names=["prediction"])
+    with pytest.raises(PayloadLogError, match="model_name"):
+        PayloadLogWriter(tmp_path, model_name="a/b", model_sha256="", feature_names=["x"])
+    writer = make_writer(tmp_path)
+    with pytest.raises(PayloadLogError, match="4 columns"):
+        writer.record(np.ones((2, 3)), [0, 0])
+    with pytest.raises(PayloadLogError, match="2 instance rows but 1 predictions"):
+        writer.record(np.ones((2, 4)), [0])
+    writer.close()
+    with pytest.raises(PayloadLogError, match="closed"):
+        writer.record(np.ones((1, 4)), [0])
+
+
+def test_a_broken_destination_never_reaches_the_caller(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the log directory should be")
+    writer = make_writer(blocker)
+    writer.record(np.ones((3, 4)), [0, 1, 2])  # must not raise: the prediction already succeeded
+    writer.close()
+    assert writer.stats().failed == 3 and writer.stats().written == 0

@@ -1,0 +1,185 @@
+"""The KServe logger sink: real-shaped CloudEvents in, the local server's Parquet records out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from components.constants import (
+    CE_TYPE_INFERENCE_REQUEST,
+    CE_TYPE_INFERENCE_RESPONSE,
+    MODEL_SHA256_ANNOTATION,
+    PAYLOAD_COLUMN_MODEL_SHA256,
+    PAYLOAD_COLUMN_PREDICTION,
+    PAYLOAD_COLUMN_REQUEST_ID,
+    PAYLOAD_COLUMN_SOURCE,
+    PAYLOAD_COLUMN_TIMESTAMP,
+    PAYLOAD_SOURCE_KSERVE_LOGGER,
+)
+from components.monitoring.payload_log import PayloadLogWriter, read_payload_window
+from components.monitoring.sink import (
+    CloudEventError,
+    PayloadEventSink,
+    build_app,
+    decode_cloudevent,
+    logger_spec,
+    parse_feature_names,
+)
+
+FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+SHA = "f" * 64
+
+
+def kserve_headers(event_id: str, kind: str, *, time: str = "2026-11-27T10:15:30.123456789Z") -> dict[str, str]:
+    """Headers as kserve's agent sends them: cloudevents sdk-go, binary content mode (pkg/logger/worker.go)."""
+    return {
+        "Ce-Id": event_id,
+        "Ce-Source": "http://sklearn-iris-predictor-00001-deployment-5d8f9c-abcde/",
+        "Ce-Specversion": "1.0",
+        "Ce-Type": kind,
+        "Ce-Time": time,
+        "Ce-Inferenceservicename": "sklearn-iris",
+        "Ce-Namespace": "kserve-models",
+        "Ce-Component": "predictor",
+        "Ce-Endpoint": "default",
+        "Ce-Metadata": "{}",
+        "Ce-Recordedtime": "2026-11-27T10:15:30.2Z",
+        "Ce-Annotations": json.dumps({MODEL_SHA256_ANNOTATION: SHA}),
+        "Content-Type": "application/json",
+    }
+
+
+def request_body(rows: list[list[float]]) -> bytes:
+    return json.dumps({"instances": rows}).encode()
+
+
+def response_body(predictions: list) -> bytes:
+    return json.dumps({"predictions": predictions}).encode()
+
+
+@pytest.fixture
+def sink(tmp_path: Path):
+    def factory(model_name: str, model_sha256: str) -> PayloadLogWriter:
+        return PayloadLogWriter(
+            tmp_path,
+            model_name=model_name,
+            model_sha256=model_sha256,
+            feature_names=FEATURES,
+            batch_size=100,
+            flush_interval_s=60,
+            source=PAYLOAD_SOURCE_KSERVE_LOGGER,
+        )
+
+    return PayloadEventSink(factory, pairing_ttl_s=30)
+
+
+def test_request_and_response_are_paired_into_records_in_either_order(sink, tmp_path: Path) -> None:
+    with TestClient(build_app(sink)) as client:
+        # request first
+        rows = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+        assert client.post("/", content=request_body(rows), headers=kserve_headers("a", CE_TYPE_INFERENCE_REQUEST))
+        assert client.post("/", content=response_body([0, 2]), headers=kserve_headers("a", CE_TYPE_INFERENCE_RESPONSE))
+        # response first: the agent's workers send concurrently, order is not guaranteed
+        client.post("/", content=response_body([1]), headers=kserve_headers("b", CE_TYPE_INFERENCE_RESPONSE))
+        client.post("/", content=request_body([[5.9, 3.0, 4.2, 1.5]]), headers=kserve_headers("b", CE_TYPE_INFERENCE_REQUEST))
+        stats = client.get("/stats").json()
+    # leaving the client runs the app's shutdown, which flushes the writers
+    assert stats["records"] == 3 and stats["events"] == 4
+    frame = read_payload_window(tmp_path, model_name="sklearn-iris", start=None, end=None)
+    assert frame[PAYLOAD_COLUMN_REQUEST_ID].tolist() == ["a", "a", "b"]
+    assert frame[PAYLOAD_COLUMN_PREDICTION].tolist() == ["0", "2", "1"]
+    assert frame[FEATURES].to_numpy().tolist() == [*rows, [5.9, 3.0, 4.2, 1.5]]
+    assert (frame[PAYLOAD_COLUMN_MODEL_SHA256] == SHA).all()
+    assert (frame[PAYLOAD_COLUMN_SOURCE] == PAYLOAD_SOURCE_KSERVE_LOGGER).all()
+    assert str(frame[PAYLOAD_COLUMN_TIMESTAMP].iloc[0]) == "2026-11-27 10:15:30.123456+00:00"
+
+
+def test_a_request_without_response_is_counted_not_logged(sink, tmp_path: Path) -> None:
+    # KServe sends no response event when the model answered 400/500: such requests are not traffic to learn from
+    sink.handle(kserve_headers("bad", CE_TYPE_INFERENCE_REQUEST), request_body([[1.0, 2.0, 3.0, 4.0]]))
+    sink.close()
+    assert sink.stats.unanswered_requests == 1 and sink.stats.records == 0
+    assert read_payload_window(tmp_path, model_name="sklearn-iris", start=None, end=None).empty
+
+
+def test_expired_halves_are_dropped(tmp_path: Path) -> None:
+    sink = PayloadEventSink(lambda n, s: PayloadLogWriter(tmp_path, model_name=n, model_sha256=s,
+                                                          feature_names=FEATURES), pairing_ttl_s=0.0)  # fmt: skip
+    sink.handle(kserve_headers("late", CE_TYPE_INFERENCE_REQUEST), request_body([[1.0, 2.0, 3.0, 4.0]]))
+    sink.expire()
+    sink.handle(kserve_headers("late", CE_TYPE_INFERENCE_RESPONSE), response_body([0]))
+    sink.expire()
+    sink.close()
+    assert sink.stats.unanswered_requests == 1 and sink.stats.orphan_responses == 1 and sink.stats.records == 0
+
+
+def test_v2_payloads_and_structured_mode(sink, tmp_path: Path) -> None:
+    v2_request = {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP64",
+                              "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}  # fmt: skip
+    structured = {
+        "specversion": "1.0", "id": "v2", "type": CE_TYPE_INFERENCE_REQUEST, "source": "test",
+        "time": "2026-11-27T10:00:00Z", "inferenceservicename": "sklearn-iris", "data": v2_request,
+    }  # fmt: skip
+    sink.handle({"content-type": "application/cloudevents+json"}, json.dumps(structured).encode())
+    v2_response = {"outputs": [{"name": "output-0", "shape": [2], "datatype": "INT64", "data": [0, 2]}]}
+    sink.handle(kserve_headers("v2", CE_TYPE_INFERENCE_RESPONSE), json.dumps(v2_response).encode())
+    sink.close()
+    frame = read_payload_window(tmp_path, model_name="sklearn-iris", start=None, end=None)
+    assert frame[FEATURES].to_numpy().tolist() == [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]
+    assert frame[PAYLOAD_COLUMN_PREDICTION].tolist() == ["0", "2"]
+    assert (frame[PAYLOAD_COLUMN_MODEL_SHA256] == "").all()  # no annotation on that event, no default
+
+
+def test_request_only_mode_logs_inputs_without_predictions(tmp_path: Path) -> None:
+    sink = PayloadEventSink(lambda n, s: PayloadLogWriter(tmp_path, model_name=n, model_sha256=s,
+                                                          feature_names=FEATURES), mode="request")  # fmt: skip
+    sink.handle(kserve_headers("r", CE_TYPE_INFERENCE_REQUEST), request_body([[1.0, 2.0, 3.0, 4.0]]))
+    sink.close()
+    frame = read_payload_window(tmp_path, model_name="sklearn-iris", start=None, end=None)
+    assert len(frame) == 1 and frame[PAYLOAD_COLUMN_PREDICTION].isna().all()
+
+
+def test_malformed_events_get_400_and_are_counted(sink) -> None:
+    with TestClient(build_app(sink)) as client:
+        no_ce = client.post("/", content=b"{}", headers={"content-type": "application/json"})
+        wrong_type = client.post("/", content=b"{}", headers={**kserve_headers("x", "com.example.other")})
+        not_json = client.post("/", content=b"\xff\xfe", headers=kserve_headers("y", CE_TYPE_INFERENCE_REQUEST))
+        no_instances = client.post("/", content=b'{"rows": []}', headers=kserve_headers("z", CE_TYPE_INFERENCE_REQUEST))
+        health = client.get("/healthz")
+    for response in (no_ce, wrong_type, not_json, no_instances):
+        assert response.status_code == 400 and response.json()["error"]
+    assert health.status_code == 200
+    assert sink.stats.rejected_events == 4 and sink.stats.records == 0
+
+
+def test_decode_keeps_nanosecond_times_and_annotations() -> None:
+    event = decode_cloudevent(kserve_headers("n", CE_TYPE_INFERENCE_REQUEST), request_body([[1, 2, 3, 4]]))
+    assert event.inference_service == "sklearn-iris" and event.namespace == "kserve-models"
+    assert event.time.isoformat() == "2026-11-27T10:15:30.123456+00:00"
+    assert event.annotations == {MODEL_SHA256_ANNOTATION: SHA}
+    with pytest.raises(CloudEventError, match="RFC 3339"):
+        decode_cloudevent(kserve_headers("n", CE_TYPE_INFERENCE_REQUEST, time="yesterday"), b"{}")
+
+
+def test_logger_spec_validates_against_the_kserve_crd(shared_schemas: Path) -> None:
+    import jsonschema
+
+    crd = json.loads((shared_schemas / "kserve-inferenceservice-v1beta1.json").read_text())
+    schema = crd["properties"]["spec"]["properties"]["predictor"]["properties"]["logger"]
+    spec = logger_spec("http://payload-logger.kserve-models.svc.cluster.local")
+    jsonschema.validate(spec, schema)
+    assert spec == {"url": "http://payload-logger.kserve-models.svc.cluster.local", "mode": "all",
+                    "metadataAnnotations": [MODEL_SHA256_ANNOTATION]}  # fmt: skip
+    jsonschema.validate(logger_spec("http://sink", "request", metadata_annotations=()), schema)
+    with pytest.raises(ValueError, match="response"):
+        logger_spec("http://sink", "response")
+    with pytest.raises(ValueError, match="http"):
+        logger_spec("s3://bucket/logs")
+
+
+def test_feature_names_argument_forms() -> None:
+    assert parse_feature_names('["a (cm)", "b"]') == ["a (cm)", "b"]
+    assert parse_feature_names("a, b ,c") == ["a", "b", "c"]
