@@ -11,6 +11,7 @@
 ARG BASE_IMAGE=docker.io/library/python:3.11.14-slim-bookworm
 
 # ---- builder: a virtual environment with the runtime dependencies, then the project ----
+# checkov:skip=CKV_DOCKER_7: checkov does not expand ARG; BASE_IMAGE defaults to the pinned tag above and CI passes a locally built, content-keyed base.
 FROM ${BASE_IMAGE} AS builder
 
 # Only for builds behind a TLS-intercepting proxy (CI passes the CA bundle it mounts); unset by default.

@@ -66,9 +66,15 @@ CHECKOV_VERSION ?= 3.3.30
 KFP_ENDPOINT ?= http://127.0.0.1:8080
 CLUSTER_NAME ?= kfp-sklearn-kserve
 
+K8S_VERSION ?= $(shell bash -c '. manifests/bootstrap/versions.env && echo "$$KUBERNETES_VERSION"' | sed 's/^v//')
+
 manifests-check: $(STAMP) ## render every kustomization and validate it strictly (built-in kinds + KServe CRDs)
-	@for dir in $$(find manifests -name kustomization.yaml -exec dirname {} \; | sort); do \
-	  echo ">> $(KUBECTL) kustomize $$dir"; $(KUBECTL) kustomize "$$dir" >/dev/null || exit 1; done
+	@rendered=$$(mktemp --suffix=.yaml); trap 'rm -f "$$rendered"' EXIT; \
+	for dir in $$(find manifests -name kustomization.yaml -exec dirname {} \; | sort); do \
+	  echo ">> $(KUBECTL) kustomize $$dir | kubernetes-validate --strict -k $(K8S_VERSION)"; \
+	  $(KUBECTL) kustomize "$$dir" > "$$rendered" || exit 1; \
+	  $(BIN)/kubernetes-validate --strict --quiet --no-warn -k $(K8S_VERSION) "$$rendered" || exit 1; \
+	done
 	$(BIN)/python -m pytest -q tests/cluster/test_manifests_offline.py tests/cluster/test_inference_service_builder.py
 
 $(CHECKOV_VENV)/bin/checkov:
@@ -94,7 +100,7 @@ minikube-up: ## the same on minikube (profile kfp-sklearn-kserve)
 kind-down: ## delete the kind cluster
 	kind delete cluster --name $(CLUSTER_NAME)
 
-port-forward: ## expose KFP on $(KFP_ENDPOINT) (keep it running in another terminal)
+port-forward: ## expose the KFP API and UI on 127.0.0.1:8080 (keep it running in another terminal)
 	$(KUBECTL) port-forward -n kubeflow svc/ml-pipeline-ui 8080:80
 
 submit: $(STAMP) ## compile and run the pipeline on KFP, deploying to KServe (KFP_ENDPOINT=...)
@@ -105,3 +111,40 @@ e2e: $(STAMP) ## end-to-end tests on the current kubectl context (after kind-up;
 	KFP_ENDPOINT=$(KFP_ENDPOINT) $(BIN)/python -m pytest -m e2e tests/e2e -v $(PYTEST_ARGS)
 
 .PHONY: manifests-check checkov-install checkov shellcheck kind-up minikube-up kind-down port-forward submit e2e
+
+# --- image ---
+# One image for every pipeline component and the KServe predictor (Dockerfile). `make image` is for people with
+# docker or podman and registry access; `make image-ci` is the daemonless buildah path CI uses (.ci/image/).
+IMAGE ?= $(shell $(PYTHON) -c 'import runpy; print(runpy.run_path("components/constants.py")["DEFAULT_IMAGE"])')
+IMAGE_VERSION ?= $(shell $(PYTHON) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+CONTAINER_ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; elif command -v podman >/dev/null; then echo podman; else echo docker; fi)
+MINIKUBE_PROFILE ?= $(CLUSTER_NAME)
+IMAGE_ARCHIVE ?= build/image.tar
+
+image: ## build the project image with docker or podman on the official python:3.11-slim (CONTAINER_ENGINE=...)
+	$(CONTAINER_ENGINE) build --tag $(IMAGE) --build-arg VERSION=$(IMAGE_VERSION) \
+	  --build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) .
+
+image-ci: ## CI build: buildah on a cached debootstrap base, no daemon or registry (root; installs podman/buildah)
+	.ci/image/build.sh
+
+image-test: $(STAMP) checkov-install ## image tests only (container runs, checkov) against the image-ci build
+	KFP_SKLEARN_KSERVE_REQUIRE_IMAGE=1 $(BIN)/python -m pytest -m image tests/image -rs $(PYTEST_ARGS)
+
+kind-load: ## load the project image into the kind cluster (CLUSTER_NAME; after make image)
+	@if [ "$(CONTAINER_ENGINE)" = docker ]; then \
+	  kind load docker-image $(IMAGE) --name $(CLUSTER_NAME); \
+	else \
+	  mkdir -p $(dir $(IMAGE_ARCHIVE)) && podman save --output $(IMAGE_ARCHIVE) $(IMAGE) && \
+	  kind load image-archive $(IMAGE_ARCHIVE) --name $(CLUSTER_NAME) && rm -f $(IMAGE_ARCHIVE); \
+	fi
+
+minikube-load: ## load the project image into minikube (MINIKUBE_PROFILE; after make image)
+	@if [ "$(CONTAINER_ENGINE)" = docker ]; then \
+	  minikube image load $(IMAGE) --profile $(MINIKUBE_PROFILE); \
+	else \
+	  mkdir -p $(dir $(IMAGE_ARCHIVE)) && podman save --output $(IMAGE_ARCHIVE) $(IMAGE) && \
+	  minikube image load $(IMAGE_ARCHIVE) --profile $(MINIKUBE_PROFILE) && rm -f $(IMAGE_ARCHIVE); \
+	fi
+
+.PHONY: image image-ci image-test kind-load minikube-load

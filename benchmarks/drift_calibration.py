@@ -45,8 +45,9 @@ def scenario_samples(name: str, seed: int, train_rows: int, window_rows: int) ->
         train_rows = len(x)
         cols = load_iris().feature_names
     else:
-        data, _ = make_classification(n_samples=train_rows + window_rows, n_features=8, n_informative=4,
-                                      random_state=seed)
+        data, _ = make_classification(
+            n_samples=train_rows + window_rows, n_features=8, n_informative=4, random_state=seed
+        )
         cols = [f"f{i}" for i in range(8)]
     frame = pd.DataFrame(data, columns=cols)
     return frame.iloc[:train_rows].reset_index(drop=True), frame.iloc[train_rows:].reset_index(drop=True)
@@ -66,7 +67,10 @@ def rates(name: str, *, seeds: int, train_rows: int, window_rows: int, grid: lis
             alarms[(psi_threshold, ks_alpha)] += detect_drift(profile, window, **kw).drift_detected
             detections[(psi_threshold, ks_alpha)] += detect_drift(profile, shifted, **kw).drift_detected
     return {
-        f"psi>={p},alpha={a}": {"false_alarm_rate": alarms[(p, a)] / seeds, "detection_rate": detections[(p, a)] / seeds}
+        f"psi>={p},alpha={a}": {
+            "false_alarm_rate": alarms[(p, a)] / seeds,
+            "detection_rate": detections[(p, a)] / seeds,
+        }
         for p, a in grid
     }
 
@@ -75,18 +79,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=500)
     parser.add_argument("--windows", default="100,200,500")
+    parser.add_argument("--grid", default="0.1:0.01,0.2:0.01,0.1:0.05,0.2:0.05", help="psi_threshold:ks_alpha,...")
     args = parser.parse_args()
-    grid = [(0.0, 0.01), (0.1, 0.01), (0.2, 0.01), (0.1, 0.05), (0.2, 0.05)]
+    grid = [(float(p), float(a)) for p, a in (item.split(":") for item in args.grid.split(","))]
     results = []
     for name, train_rows in (("iris-gauss", 120), ("iris-bootstrap", 150), ("make-classification", 1000)):
         for window_rows in (int(w) for w in args.windows.split(",")):
             started = time.perf_counter()
             result = rates(name, seeds=args.seeds, train_rows=train_rows, window_rows=window_rows, grid=grid)
-            results.append({"scenario": name, "train_rows": train_rows, "window_rows": window_rows, "seeds": args.seeds,
-                            "rates": result})
-            print(f"{name:20s} train={train_rows:5d} window={window_rows:4d} ({time.perf_counter() - started:.0f}s)")
+            results.append(
+                {
+                    "scenario": name,
+                    "train_rows": train_rows,
+                    "window_rows": window_rows,
+                    "seeds": args.seeds,
+                    "rates": result,
+                }
+            )
+            print(
+                f"{name:20s} train={train_rows:5d} window={window_rows:4d} ({time.perf_counter() - started:.0f}s)",
+                flush=True,
+            )
             for key, value in result.items():
-                print(f"    {key:22s} false alarms {value['false_alarm_rate']:.3f}  detected {value['detection_rate']:.3f}")
+                rates_text = f"false alarms {value['false_alarm_rate']:.3f}  detected {value['detection_rate']:.3f}"
+                print(f"    {key:22s} {rates_text}", flush=True)
     print(json.dumps(results))
 
 

@@ -30,6 +30,8 @@ def percentiles(samples_ns: list[int]) -> dict[str, float]:
     return {
         "p50_us": ordered[len(ordered) // 2] / 1000,
         "p99_us": ordered[int(len(ordered) * 0.99)] / 1000,
+        "p99.9_us": ordered[int(len(ordered) * 0.999)] / 1000,
+        "max_us": ordered[-1] / 1000,
         "mean_us": statistics.fmean(ordered) / 1000,
     }
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from components.constants import (
     CANARY_ANNOTATION,
+    CANARY_PREDICTOR_NAME,
     DEPLOYER_ROLE_BINDING_NAME,
     DEPLOYER_ROLE_NAME,
     INFERENCE_SERVICE_KIND,
@@ -75,7 +76,7 @@ class DeployResult:
     name: str
     namespace: str
     url: str
-    """Base URL of the predictor: the in-cluster address, or the injected smoke URL."""
+    """Base URL the InferenceService reports (`status.address.url`, else `status.url`)."""
     ready: bool
     generation: int
     """`metadata.generation` of the spec this deploy wrote."""
@@ -85,6 +86,8 @@ class DeployResult:
     resource_version: str
     predictions: list[Any] = field(default_factory=list)
     """The smoke test's V1 predictions (empty when no smoke instances were given)."""
+    smoke_url: str = ""
+    """Base URL the smoke predict went to (the reported URL unless one was injected; empty when skipped)."""
     canary_traffic_percent: int | None = None
     """Set when the new model went out as a Standard-mode canary beside the live predictor."""
 
@@ -154,6 +157,7 @@ class _IsvcApi:
         self.name = name
 
     def _call(self, verb: str, func: Any, *args: Any) -> Any:
+        import urllib3
         from kubernetes.client.exceptions import ApiException
 
         try:
@@ -166,9 +170,20 @@ class _IsvcApi:
                 _request_timeout=_API_REQUEST_TIMEOUT_SECONDS,
             )
         except ApiException as exc:
+            if exc.status == 403 and "admission webhook" in _api_message(exc):
+                # KServe's validating webhook denies with 403 too; that is a bad spec, not missing RBAC.
+                raise DeployError(
+                    f"KServe refused to {verb} InferenceService {self.namespace}/{self.name}: {_api_message(exc)}"
+                ) from exc
             if exc.status == 403:
                 raise DeployForbiddenError(_forbidden_message(exc, verb, self.namespace)) from exc
             raise
+        except urllib3.exceptions.HTTPError as exc:
+            host = getattr(getattr(self._api, "api_client", None), "configuration", None)
+            raise DeployError(
+                f"could not reach the Kubernetes API{' at ' + host.host if host else ''} to {verb} "
+                f"InferenceService {self.namespace}/{self.name}: {exc}"
+            ) from exc
 
     def get(self) -> dict[str, Any] | None:
         from kubernetes.client.exceptions import ApiException
@@ -246,6 +261,7 @@ def _failure_reason(status: Mapping[str, Any]) -> str | None:
 
 def _describe(status: Mapping[str, Any]) -> str:
     parts = [f"observedGeneration={status.get('observedGeneration')}"]
+    parts += [f"canary {c.get('name')} ready={c.get('ready')}" for c in status.get("canaryStatuses") or []]
     for condition in status.get("conditions") or []:
         text = f"{condition.get('type')}={condition.get('status')}"
         if condition.get("reason") or condition.get("message"):
@@ -254,27 +270,53 @@ def _describe(status: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _canary_status(status: Mapping[str, Any], canary_name: str) -> Mapping[str, Any] | None:
+    for entry in status.get("canaryStatuses") or []:
+        if entry.get("name") == canary_name:
+            return entry
+    return None
+
+
 def wait_until_ready(
-    isvc: _IsvcApi, *, generation: int, timeout_seconds: float, poll_interval_seconds: float
+    isvc: _IsvcApi,
+    *,
+    generation: int,
+    timeout_seconds: float,
+    poll_interval_seconds: float,
+    canary_name: str | None = None,
 ) -> dict[str, Any]:
     """Poll until `Ready=True` with `observedGeneration >= generation`; fail fast on a reported load failure.
 
-    A Ready condition from before our write is ignored: it describes the old spec.
+    A Ready condition from before our write is ignored: it describes the old spec. KServe's `Ready` covers only
+    the stable predictor, so with `canary_name` the canary's own entry in `status.canaryStatuses` must be ready too.
 
     Returns:
         The InferenceService as last read.
     """
     deadline = time.monotonic() + timeout_seconds
     last: dict[str, Any] = {}
+    read_error = ""
     while True:
-        obj = isvc.get()
-        if obj is None:
-            raise DeployError(f"InferenceService {isvc.namespace}/{isvc.name} disappeared while waiting for it")
-        last = obj
+        try:
+            obj = isvc.get()
+        except DeployForbiddenError:
+            raise
+        except DeployError as exc:
+            # A restarting API server or a dropped connection is not a failed deploy: keep polling until the deadline.
+            obj, read_error = last, str(exc)
+        else:
+            read_error = ""
+            if obj is None:
+                raise DeployError(f"InferenceService {isvc.namespace}/{isvc.name} disappeared while waiting for it")
+            last = obj
         status = obj.get("status") or {}
         observed = int(status.get("observedGeneration") or 0)
         if observed >= generation:
+            canary = _canary_status(status, canary_name) if canary_name else None
             reason = _failure_reason(status)
+            if canary is not None and reason is None:
+                reason = _failure_reason(canary)
+                reason = f"canary {canary_name}: {reason}" if reason else None
             if reason:
                 raise ModelLoadFailedError(
                     f"InferenceService {isvc.namespace}/{isvc.name} failed to load the model: {reason}. "
@@ -282,14 +324,18 @@ def wait_until_ready(
                     f"{isvc.namespace} -l serving.kserve.io/inferenceservice={isvc.name} -c storage-initializer"
                 )
             ready = _condition(status, "Ready")
-            if ready is not None and str(ready.get("status")).lower() == "true":
+            stable_ready = ready is not None and str(ready.get("status")).lower() == "true"
+            canary_ready = canary_name is None or (canary is not None and canary.get("ready") is True)
+            if stable_ready and canary_ready:
                 return obj
         if time.monotonic() >= deadline:
             break
         time.sleep(min(poll_interval_seconds, max(0.0, deadline - time.monotonic())))
     raise DeployTimeoutError(
-        f"InferenceService {isvc.namespace}/{isvc.name} was not Ready for generation {generation} within "
-        f"{timeout_seconds:g}s; last status: {_describe(last.get('status') or {})}. Common causes: image not loaded "
+        f"InferenceService {isvc.namespace}/{isvc.name}{' (canary ' + canary_name + ')' if canary_name else ''} "
+        f"was not Ready for generation {generation} within "
+        f"{timeout_seconds:g}s; last status: {_describe(last.get('status') or {})}"
+        f"{'; last read failed: ' + read_error if read_error else ''}. Common causes: image not loaded "
         "into the cluster (ErrImagePull), storage-initializer cannot reach the object store (NetworkPolicy or "
         "credentials), or too little CPU/memory to schedule the pod"
     )
@@ -437,6 +483,8 @@ def deploy_inference_service(
     canary_percent: int | None = None
     try:
         if previous is None:
+            # Nothing is live to split traffic with: the first model takes all of it.
+            (desired["metadata"].get("annotations") or {}).pop(CANARY_ANNOTATION, None)
             written = isvc.create(desired)
             action = ACTION_CREATED
         else:
@@ -463,16 +511,25 @@ def deploy_inference_service(
 
     generation = int(written["metadata"].get("generation") or 0)
     try:
+        canary_name = CANARY_PREDICTOR_NAME if canary_percent is not None else None
         ready_obj = wait_until_ready(
-            isvc, generation=generation, timeout_seconds=timeout_seconds, poll_interval_seconds=poll_interval_seconds
+            isvc,
+            generation=generation,
+            timeout_seconds=timeout_seconds,
+            poll_interval_seconds=poll_interval_seconds,
+            canary_name=canary_name,
         )
-        url = smoke_base_url or _served_url(ready_obj)
+        url = _served_url(ready_obj)
+        smoke_url = ""
         predictions: list[Any] = []
         if smoke_instances:
-            if not url:
+            # Without the Gateway API the main Service reaches only the stable predictor: test the canary directly.
+            canary_url = f"http://{name}-{canary_name}-predictor.{namespace}.svc.cluster.local" if canary_name else ""
+            smoke_url = smoke_base_url or canary_url or url
+            if not smoke_url:
                 raise SmokeTestFailedError(f"InferenceService {namespace}/{name} is Ready but reports no URL")
             predictions = smoke_predict(
-                url,
+                smoke_url,
                 name,
                 smoke_instances,
                 attempts=smoke_attempts,
@@ -495,6 +552,7 @@ def deploy_inference_service(
         action=action,
         resource_version=str(ready_obj["metadata"].get("resourceVersion", "")),
         predictions=predictions,
+        smoke_url=smoke_url,
         canary_traffic_percent=canary_percent,
     )
 

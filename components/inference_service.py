@@ -199,9 +199,9 @@ def build_inference_service(
         "minReplicas": 1,
         # The model server needs no Kubernetes API access; an unmounted token cannot leak (kserve/kserve#3928).
         "automountServiceAccountToken": False,
-        # Pod level, so KServe's injected storage-initializer gets it too; the runtime's container adds the rest
-        # of Pod Security "restricted" (non-root, no escalation, no capabilities, read-only root).
-        "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+        # Pod level, so KServe's injected storage-initializer (USER 1000 in its image) gets it too; the runtime's
+        # container adds the rest of Pod Security "restricted" (no escalation, no capabilities, read-only root).
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
         "model": model,
     }
     if service_account is not None:

@@ -65,6 +65,7 @@ def train(
     from components.train import save_trained_model, train_model
 
     train_frame = pd.read_parquet(train_data.path)
+    reference, _ = features_and_labels(train_frame, label_column=label_column)
     check, _ = features_and_labels(pd.read_parquet(test_data.path), label_column=label_column)
     trained = train_model(
         train_frame, label_column=label_column, family=model_family, hyperparameters=hyperparameters, seed=seed
@@ -76,6 +77,7 @@ def train(
         label_column=label_column,
         training_data_fingerprint=fingerprint(train_frame),
         check_features=check,
+        reference_features=reference,
     )
     model.metadata.update(
         {

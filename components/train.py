@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.constants import MODEL_FAMILIES, ONNX_FILENAME
+from components.constants import MODEL_FAMILIES, ONNX_FILENAME, REFERENCE_PROFILE_FILENAME
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -109,8 +109,9 @@ def save_trained_model(
     label_column: str,
     training_data_fingerprint: str,
     check_features: pd.DataFrame,
+    reference_features: pd.DataFrame,
 ) -> ModelCard:
-    """Write the model directory: `model.joblib`, `model.json` and, when it proves equivalent, `model.onnx`.
+    """Write the model directory: `model.joblib`, `model.json`, the drift reference and, if it proves equal, ONNX.
 
     Args:
         model: The fitted model.
@@ -119,13 +120,20 @@ def save_trained_model(
         label_column: Label column name, recorded in the card.
         training_data_fingerprint: sha256 of the training data, recorded in the card.
         check_features: Held-out rows on which the ONNX fast path must reproduce sklearn's predictions.
+        reference_features: Training features, summarized as the reference distribution for drift checks.
     """
     from components.model_artifact import save_model
+    from components.monitoring.reference import build_reference_profile, write_reference_profile
     from components.onnx_export import export_verified_onnx
 
     directory.mkdir(parents=True, exist_ok=True)
+    extra_files = {
+        REFERENCE_PROFILE_FILENAME: write_reference_profile(directory, build_reference_profile(reference_features))
+    }
     onnx_path = directory / ONNX_FILENAME
     report = export_verified_onnx(model.estimator, check_features.to_numpy(dtype=float), onnx_path)
+    if report:
+        extra_files[ONNX_FILENAME] = onnx_path
     return save_model(
         directory,
         model.estimator,
@@ -135,6 +143,6 @@ def save_trained_model(
         hyperparameters=model.hyperparameters,
         training_data_fingerprint=training_data_fingerprint,
         label_column=label_column,
-        extra_files={ONNX_FILENAME: onnx_path} if report else None,
+        extra_files=extra_files,
         onnx=report,
     )

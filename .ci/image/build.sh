@@ -5,6 +5,7 @@
 # Usage: .ci/image/build.sh [--refresh-base]
 # Needs root (rootful podman/buildah, debootstrap, apt-get) and network access to Debian mirrors and PyPI.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 base_args=()
@@ -34,12 +35,18 @@ host_index="$(pip config get global.index-url 2>/dev/null || true)"
 index_url="${PIP_INDEX_URL:-$host_index}"
 [[ -n $index_url && $index_url != file:* ]] && build_args+=(--build-arg "PIP_INDEX_URL=$index_url")
 
+previous="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)"
 log "building $image from $BASE_IMAGE_NAME with buildah"
 start=$SECONDS
-"${BUILDAH[@]}" bud --isolation chroot --network host --layers \
+"${BUILDAH[@]}" bud --isolation chroot --network host --layers=false \
     "${mounts[@]}" "${build_args[@]}" \
     --file "$REPO_ROOT/Dockerfile" --tag "$image" "$REPO_ROOT"
 build_seconds=$((SECONDS - start))
 
 size_bytes="$("${PODMAN[@]}" image inspect --format '{{.Size}}' "$image")"
+# vfs stores every image as a full copy: drop the one this build replaced (only ours, only if now untagged).
+current="$("${PODMAN[@]}" image inspect --format '{{.Id}}' "$image")"
+if [[ -n $previous && $previous != "$current" ]]; then
+    "${PODMAN[@]}" rmi "$previous" >/dev/null 2>&1 || true
+fi
 log "image $image built in ${build_seconds} s, $((size_bytes / 1000000)) MB (all image steps: $((SECONDS - total_start)) s)"

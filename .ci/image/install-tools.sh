@@ -2,6 +2,7 @@
 # Install the daemonless container tools the image build and tests need (Debian/Ubuntu, as root).
 # Idempotent: does nothing when they are already on PATH.
 set -euo pipefail
+# shellcheck source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
 missing=()

@@ -1,4 +1,5 @@
 # Shared settings for the image scripts (sourced, not executed).
+# shellcheck shell=bash disable=SC2034  # sourced: the scripts that source it use these variables
 #
 # This machine has no Docker daemon and no registry access: containers run rootful with podman/buildah on the
 # vfs storage driver with runc and cgroupfs. Every podman/buildah call goes through these arrays so that the
@@ -28,3 +29,16 @@ project_version() {
 }
 
 log() { printf '>> [image %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# Run a chatty command with its output in a log; show the log's tail only if it fails.
+quietly() {
+    local output
+    output="$(mktemp)"
+    if ! "$@" >"$output" 2>&1; then
+        echo "error: $* failed; last lines:" >&2
+        tail -n 40 "$output" >&2
+        rm -f "$output"
+        return 1
+    fi
+    rm -f "$output"
+}

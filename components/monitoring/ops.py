@@ -4,7 +4,6 @@ Only stdlib and kfp are imported at module level (compiling stays cheap); each b
 from the `components` package baked into `DEFAULT_IMAGE`.
 """
 
-
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
@@ -82,7 +81,7 @@ def check_drift_op(
     metrics.log_metric(METRIC_DRIFT_MAX_PSI, round(report.max_psi, 6))
     metrics.log_metric(METRIC_DRIFT_MIN_KS_PVALUE, report.min_ks_pvalue)
     metrics.log_metric(METRIC_DRIFT_DETECTED, int(report.drift_detected))
-    print(report.message)  # noqa: T201  # the step log is what a person reads first
+    print(report.message)  # the step log is what a person reads first
     return decide_on_drift(report.status, on_drift)
 
 
@@ -141,7 +140,7 @@ def request_retraining_op(
     if retrain_request_dir:
         marker = write_retrain_request(Path(retrain_request_dir), request)
         outcome = outcome or str(marker)
-    print(f"retraining requested for {model_name}: {request.reason} -> {outcome}")  # noqa: T201
+    print(f"retraining requested for {model_name}: {request.reason} -> {outcome}")
     return outcome
 
 

@@ -4,14 +4,15 @@
 runs under `kfp.local` on a directory of logs and, on a cluster, as a KFP recurring run.
 """
 
-
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from components.constants import (
     DEFAULT_KS_ALPHA,
     DEFAULT_MIN_RECORDS,
     DEFAULT_MODEL_NAME,
     DEFAULT_PSI_THRESHOLD,
+    KFP_ARTIFACT_SECRET_KEYS,
+    KFP_ARTIFACT_SECRET_NAME,
     MONITORING_PIPELINE_NAME,
     ON_DRIFT_FAIL,
     ON_DRIFT_RETRAIN,
@@ -38,7 +39,9 @@ def monitoring_pipeline(
     kfp_namespace: str = "",
     s3_endpoint: str = "",
 ) -> None:
-    """Steps: (1) check-drift reads the last `window_hours` of payload logs, compares every feature with the
+    """Check logged traffic for data drift and act on it.
+
+    Steps: (1) check-drift reads the last `window_hours` of payload logs, compares every feature with the
     model's reference profile (PSI + KS) and writes an HTML report, Metrics and the report JSON; (2) only on
     drift, per `on_drift`: request-retraining (marker file and/or a training run via kfp.Client) or
     fail-on-drift (the run fails). `report` only reports. Too little data is never drift.
@@ -75,6 +78,11 @@ def monitoring_pipeline(
     )
     # The logs change between runs while the parameters do not: a cached result would hide new drift.
     check.set_caching_options(False).set_display_name("check-drift")
+    # On a cluster the logs sit in KFP's object store: read them with KFP's own credentials (pyarrow takes the
+    # AWS_* variables). Optional, so logs on a volume need no Secret; kfp.local ignores it.
+    kubernetes.use_secret_as_env(
+        check, secret_name=KFP_ARTIFACT_SECRET_NAME, secret_key_to_env=dict(KFP_ARTIFACT_SECRET_KEYS), optional=True
+    )
     with dsl.If(check.outputs["Output"] == ON_DRIFT_RETRAIN, name="drift-retrain"):
         retrain = request_retraining_op(
             drift_report=check.outputs["drift_report"],

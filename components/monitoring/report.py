@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 import math
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from components.constants import DRIFT_STATUS_DRIFT, DRIFT_STATUS_NOT_ENOUGH_DATA, PAYLOAD_COLUMN_TIMESTAMP
@@ -31,7 +32,7 @@ def _bin_labels(edges: list[float]) -> list[str]:
     if not edges:
         return ["all"]
     labels = [f"<{_fmt(edges[0])}"]
-    labels += [f"{_fmt(lo)}–{_fmt(hi)}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    labels += [f"{_fmt(lo)}\u2013{_fmt(hi)}" for lo, hi in pairwise(edges)]  # en dash: a range, not a minus
     labels.append(f"≥{_fmt(edges[-1])}")
     return labels
 
@@ -46,8 +47,7 @@ def feature_svg(name: str, reference: list[float], window: list[float], edges: l
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" role="img" '
         f'aria-label="{html.escape(name)}: share of rows per bin, training vs logged">',
-        f'<line x1="{_MARGIN}" y1="{_MARGIN + plot_h}" x2="{_MARGIN + plot_w}" y2="{_MARGIN + plot_h}" '
-        'stroke="#333"/>',
+        f'<line x1="{_MARGIN}" y1="{_MARGIN + plot_h}" x2="{_MARGIN + plot_w}" y2="{_MARGIN + plot_h}" stroke="#333"/>',
         f'<text x="{_MARGIN}" y="{_MARGIN - 12}" font-size="11">max share {top:.0%}</text>',
     ]
     labels = _bin_labels(edges)

@@ -21,9 +21,6 @@ from components.constants import (
     DRIFT_STATUS_NOT_ENOUGH_DATA,
     DRIFT_STATUS_OK,
     ON_DRIFT_ACTIONS,
-    ON_DRIFT_FAIL,
-    ON_DRIFT_REPORT,
-    ON_DRIFT_RETRAIN,
     RETRAIN_REQUEST_FILENAME,
 )
 

@@ -22,9 +22,10 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from components.constants import (
@@ -167,7 +168,7 @@ def instances_from_request(payload: Any) -> list[list[float]]:
         if isinstance(first, dict) and "data" in first:
             data, shape = first["data"], first.get("shape") or []
             flat = [v for row in data for v in row] if data and isinstance(data[0], list) else list(data)
-            width = shape[-1] if len(shape) == 2 else len(flat)  # noqa: PLR2004
+            width = shape[-1] if len(shape) == 2 else len(flat)
             rows = [flat[i : i + width] for i in range(0, len(flat), width)] if width else []
         else:
             rows = payload["inputs"]
@@ -343,7 +344,7 @@ def build_app(sink: PayloadEventSink, *, expire_every_s: float = 10.0) -> Any:
         return JSONResponse(asdict(sink.stats))
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette):  # type: ignore[no-untyped-def]
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
         async def expire_forever() -> None:
             while True:
                 await asyncio.sleep(expire_every_s)
@@ -382,6 +383,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model_sha256", default="", help="used when events carry no sha256 annotation")
     parser.add_argument("--s3_endpoint", default="", help="e.g. http://seaweedfs.kubeflow:9000 (S3-compatible)")
     parser.add_argument("--s3_region", default="us-east-1")
+    parser.add_argument(
+        "--s3_credentials_dir",
+        default="",
+        help="folder with files AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (a mounted Secret); "
+        "without it pyarrow reads the AWS_* environment variables",
+    )
     parser.add_argument("--batch_size", type=int, default=1000)
     parser.add_argument("--flush_interval_s", type=float, default=60.0)
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104  # a pod must listen on its own IP
@@ -393,9 +400,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         from pyarrow import fs as pafs
 
         scheme, _, host = args.s3_endpoint.partition("://")
-        # Credentials: pyarrow reads AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (from the Secret) itself.
-        filesystem = pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "http",
-                                       region=args.s3_region)  # fmt: skip
+        credentials: dict[str, str] = {}
+        if args.s3_credentials_dir:
+            folder = Path(args.s3_credentials_dir)
+            credentials = {
+                "access_key": (folder / "AWS_ACCESS_KEY_ID").read_text(encoding="utf-8").strip(),
+                "secret_key": (folder / "AWS_SECRET_ACCESS_KEY").read_text(encoding="utf-8").strip(),
+            }
+        filesystem = pafs.S3FileSystem(
+            endpoint_override=host or scheme, scheme=scheme if host else "http", region=args.s3_region, **credentials
+        )
     features = parse_feature_names(args.feature_names)
 
     def factory(model_name: str, model_sha256: str) -> PayloadLogWriter:

@@ -2,9 +2,11 @@
 
 KServe's stock inference path decodes the body, walks the dataplane (CloudEvent checks, header copies,
 preprocess/validate/predict/postprocess with three latency histograms) and a timing middleware on every
-request. For a 30 us model that bookkeeping is most of the latency, so V1 `:predict` and V2 `/infer` are served
-by the two handlers below, registered ahead of KServe's routes, with the same URLs, bodies and error shape
-(`{"error": "..."}`). Health, readiness, metadata, model listing and `/metrics` stay KServe's own.
+request. For a 30 us model that bookkeeping is most of the latency, so a POST to V1 `:predict` or V2 `/infer` of
+a ready model is answered by `ServingMiddleware` straight from the ASGI messages (no Request/Response objects, no
+router walk), with the same URLs, bodies and error shape (`{"error": "..."}`). Routes registered ahead of KServe's
+give the JSON 404/405/503 for unknown models, wrong methods and unready models. Health, readiness, metadata,
+model listing and `/metrics` stay KServe's own.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI
-from kserve.metrics import PREDICT_HIST_TIME
 from kserve.protocol.rest.server import RESTServer
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -36,6 +37,8 @@ V1_PREDICT_PATH = "/v1/models/{model_name}:predict"
 V2_INFER_PATH = "/v2/models/{model_name}/infer"
 _JSON = "application/json"
 _NOT_POST = ["GET", "PUT", "DELETE", "PATCH"]
+_V1_PREFIX, _V1_SUFFIX = "/v1/models/", ":predict"
+_V2_PREFIX, _V2_SUFFIX = "/v2/models/", "/infer"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,35 +49,53 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     """KServe's error body shape: `{"error": "<message>"}`."""
-    return Response(orjson.dumps({"error": message}), status_code=status, media_type=_JSON, headers=headers)
+    return Response(_error_body(message), status_code=status, media_type=_JSON, headers=headers)
 
 
-class BodyLimitMiddleware:
-    """Answer 413 before reading a body larger than `max_bytes` (KServe sets no REST limit, kserve#2810)."""
+class ServingMiddleware:
+    """413 for oversized bodies (KServe sets no REST limit, kserve#2810) and the fast inference path."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, model_name: str) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, model_name: str, lookup: Callable[[str], Any]) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.model_name = model_name
+        self.lookup = lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """ASGI entry: pass through, or 413 when the declared or streamed body exceeds the limit."""
+        """ASGI entry: 413, answer an inference call directly, or hand the request to KServe's app."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = None
+        declared = content_type = None
         for key, value in scope["headers"]:
             if key == b"content-length":
                 declared = value
-                break
-        if declared is not None:
-            # With a Content-Length the HTTP parser never delivers more bytes than declared.
-            if declared.isdigit() and int(declared) <= self.max_bytes:
-                await self.app(scope, receive, send)
-                return
+            elif key == b"content-type":
+                content_type = value
+        if declared is None:
+            await self._guard_chunked(scope, receive, send)
+            return
+        # With a Content-Length the HTTP parser never delivers more bytes than declared.
+        if not declared.isdigit() or int(declared) > self.max_bytes:
             await self._reject(scope, receive, send)
             return
-        await self._guard_chunked(scope, receive, send)
+        target = _inference_target(scope) if scope["method"] == "POST" else None
+        model = self.lookup(target[0]) if target else None
+        if target is None or not isinstance(model, SklearnModel) or not model.ready:
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # client went away
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        ctype = content_type.decode("latin-1") if content_type is not None else None
+        status, payload = await answer(model, ctype, body, v2=target[1])
+        await send({"type": "http.response.start", "status": status, "headers": _json_headers(len(payload))})
+        await send({"type": "http.response.body", "body": payload})
 
     async def _guard_chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
         # No Content-Length (chunked upload): read up to the limit here, then replay it to the app. Rare enough
@@ -120,7 +141,7 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
 
 
 def register_fast_routes(app: FastAPI, lookup: Callable[[str], Any], *, model_name: str) -> None:
-    """Add the V1 predict and V2 infer handlers (and a JSON 405 for V1 predict with another method).
+    """Add V1 predict and V2 infer routes: JSON 404/503 for unknown or unready models, 405 for other methods.
 
     Args:
         app: KServe's FastAPI app, before KServe adds its own routes (the first matching route wins).
@@ -153,27 +174,53 @@ async def _infer(request: Request, lookup: Callable[[str], Any], label: str, *, 
         return error_response(
             HTTPStatus.NOT_FOUND, f"model '{name[:60]}' is not served here; GET /v1/models lists models"
         )
+    status, payload = await answer(model, request.headers.get("content-type"), await request.body(), v2=v2)
+    return Response(payload, status_code=status, media_type=_JSON)
+
+
+async def answer(model: SklearnModel, content_type: str | None, body: bytes, *, v2: bool) -> tuple[int, bytes]:
+    """Apply the whole contract to one inference call; returns (HTTP status, JSON body)."""
     if not model.ready or model.loaded is None:
-        return error_response(HTTPStatus.SERVICE_UNAVAILABLE, f"model '{name}' is not ready")
+        return HTTPStatus.SERVICE_UNAVAILABLE, _error_body(f"model '{model.name}' is not ready")
     try:
-        check_content_type(request.headers.get("content-type"))
-        payload = parse_json_object(await request.body())
+        check_content_type(content_type)
+        payload = parse_json_object(body)
         started = time.perf_counter()
         if model.loaded.backend == BACKEND_ONNX:
             # ONNX Runtime answers in tens of microseconds: a thread hop would cost more than it frees.
-            body, x, prediction = model.infer_v2(payload) if v2 else model.infer_v1(payload)
+            reply, x, prediction = model.infer_v2(payload) if v2 else model.infer_v1(payload)
         else:
-            body, x, prediction = await run_in_threadpool(model.infer_v2 if v2 else model.infer_v1, payload)
-        PREDICT_HIST_TIME.labels(model_name=model.name).observe(time.perf_counter() - started)
+            reply, x, prediction = await run_in_threadpool(model.infer_v2 if v2 else model.infer_v1, payload)
+        metrics.observe_predict_seconds(model.name, time.perf_counter() - started)
     except ClientError as exc:
         metrics.record_rejection(model.name, exc.reason)
-        return error_response(exc.status, exc.message)
+        return exc.status, _error_body(exc.message)
     except Exception:
         logger.exception("prediction failed for model %s", model.name)
-        return error_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error while predicting; see the server log")
+        return HTTPStatus.INTERNAL_SERVER_ERROR, _error_body("internal error while predicting; see the server log")
     # Monitoring runs after the response is handed back to the event loop, never in the client's latency.
     asyncio.get_running_loop().call_soon(model.after_prediction, x, prediction)
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type=_JSON)
+    return HTTPStatus.OK, orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _inference_target(scope: Scope) -> tuple[str, bool] | None:
+    """(model name, is V2) for `/v1/models/<name>:predict` and `/v2/models/<name>/infer`, else None."""
+    path: str = scope["path"]
+    if path.startswith(_V1_PREFIX) and path.endswith(_V1_SUFFIX):
+        name, v2 = path[len(_V1_PREFIX) : -len(_V1_SUFFIX)], False
+    elif path.startswith(_V2_PREFIX) and path.endswith(_V2_SUFFIX):
+        name, v2 = path[len(_V2_PREFIX) : -len(_V2_SUFFIX)], True
+    else:
+        return None
+    return (name, v2) if name and "/" not in name else None
+
+
+def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", str(length).encode())]
+
+
+def _error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
 
 
 async def _http_exception_as_json(request: Request, exc: Exception) -> Response:
@@ -196,8 +243,13 @@ class ProjectRESTServer(RESTServer):
         self.model_name = model_name
 
     def _add_middlewares(self, app: FastAPI) -> None:
-        # KServe's TimingMiddleware only feeds a trace log line per request; the histograms stay.
-        app.add_middleware(BodyLimitMiddleware, max_bytes=self.max_body_bytes, model_name=self.model_name)
+        # KServe's TimingMiddleware only feeds a trace log line per request; the predict histogram stays.
+        app.add_middleware(
+            ServingMiddleware,
+            max_bytes=self.max_body_bytes,
+            model_name=self.model_name,
+            lookup=self.dataplane.model_registry.get_model,
+        )
 
     def _register_endpoints(self, app: FastAPI) -> None:
         app.state.served_model_name = self.model_name

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from kserve.metrics import PREDICT_HIST_TIME
 from prometheus_client import Counter, Gauge
 
 from components.constants import METRIC_MODEL_INFO, METRIC_PREDICTIONS, METRIC_REJECTED
@@ -32,11 +35,33 @@ def record_model(model_name: str, *, model_sha256: str, sklearn_version: str, ba
 def record_predictions(model_name: str, labels: np.ndarray) -> None:
     """Count predicted rows per class."""
     if labels.shape[0] == 1:
-        PREDICTIONS.labels(model_name, str(labels[0])).inc()
+        _class_counter(model_name, labels[0]).inc()
         return
     values, counts = np.unique(labels, return_counts=True)
     for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-        PREDICTIONS.labels(model_name, str(value)).inc(count)
+        _class_counter(model_name, value).inc(count)
+
+
+def observe_predict_seconds(model_name: str, seconds: float) -> None:
+    """Feed KServe's own `request_predict_seconds` histogram, so KServe dashboards keep working."""
+    child = _PREDICT_SECONDS.get(model_name)
+    if child is None:
+        child = _PREDICT_SECONDS[model_name] = PREDICT_HIST_TIME.labels(model_name=model_name)
+    child.observe(seconds)
+
+
+# `.labels()` hashes and locks on every call; the label sets are few (one model, a handful of classes), so
+# the children are looked up once.
+_CLASS_COUNTERS: dict[tuple[str, Any], Any] = {}
+_PREDICT_SECONDS: dict[str, Any] = {}
+
+
+def _class_counter(model_name: str, label: Any) -> Any:
+    key = (model_name, label)
+    child = _CLASS_COUNTERS.get(key)
+    if child is None:
+        child = _CLASS_COUNTERS[key] = PREDICTIONS.labels(model_name, str(label))
+    return child
 
 
 def record_rejection(model_name: str, reason: str) -> None:

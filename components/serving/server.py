@@ -62,7 +62,7 @@ def serve(
     use_onnx: bool = True,
     payload_log_dir: Path | None = None,
     grace_period: int = DEFAULT_GRACE_PERIOD_SECONDS,
-    access_log: bool = True,
+    access_log: bool = False,
 ) -> None:
     """Serve `model_dir` over KServe V1 and V2 REST until SIGINT/SIGTERM (in-flight requests finish first).
 
@@ -144,6 +144,15 @@ def _model_server_class() -> type:
             self.host = host
             self.max_body_bytes = max_body_bytes
             self.model_name = model_name
+            self._stopping = False
+
+        def stop(self, sig: int) -> None:
+            # uvicorn re-raises every signal it caught during shutdown; KServe's stop() unloads the models and
+            # fails with KeyError the second time, turning a clean exit into exit code 1.
+            if self._stopping:
+                return
+            self._stopping = True
+            super().stop(sig)
 
         def _rest_server_for(self) -> ProjectRESTServer:
             return ProjectRESTServer(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from fake_kube_api import FakeKubeApi, FakePredictor
+from kserve_webhook import webhook_errors
 from kube_schemas import crd_errors
 
 from components.constants import DEFAULT_MODEL_NAME
@@ -14,8 +15,8 @@ from components.constants import DEFAULT_MODEL_NAME
 
 @pytest.fixture
 def fake_api(shared_schemas: Path) -> Iterator[FakeKubeApi]:
-    """A running fake API server that rejects objects KServe's CRD schema (made strict) would reject."""
-    api = FakeKubeApi(validator=lambda obj: crd_errors(obj, shared_schemas))
+    """A running fake API server that rejects what KServe's CRD schema (made strict) and webhook would reject."""
+    api = FakeKubeApi(validator=lambda obj: crd_errors(obj, shared_schemas), webhook=webhook_errors)
     api.start()
     yield api
     api.stop()

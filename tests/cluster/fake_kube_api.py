@@ -31,6 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from kserve_webhook import WEBHOOK_NAME
+
 from components.constants import INFERENCE_SERVICE_PLURAL, KSERVE_GROUP, KSERVE_VERSION
 
 _COLLECTION = re.compile(
@@ -51,6 +53,8 @@ class Outcome:
     """`ready`, `fail` (lastFailureInfo) or `pending` (never settles)."""
     after_reads: int = 2
     message: str = ""
+    canary: str = "ready"
+    """What each `spec.canary` predictor reports once the stable one settles: `ready`, `fail` or `pending`."""
 
 
 ControllerScript = Callable[[dict[str, Any]], Outcome]
@@ -102,8 +106,15 @@ class FakeKubeApi:
     forbidden_verbs: set[str] = field(default_factory=set)
     user: str = DEFAULT_USER
     validator: Callable[[dict[str, Any]], list[str]] | None = None
+    """CRD schema check: errors become 422 Invalid."""
+    webhook: Callable[[dict[str, Any], dict[str, Any] | None], list[str]] | None = None
+    """Admission webhook check: errors become 403 'admission webhook ... denied the request'."""
     url_template: str = "http://{name}-{namespace}.example.com"
     address_template: str = "http://{name}-predictor.{namespace}.svc.cluster.local"
+    failing_reads: int = 0
+    """Answer this many of the next GETs with 500 (an API server restarting under the client)."""
+    failing_reads_after_write: int = 0
+    """After every create or patch, set `failing_reads` to this."""
     requests: list[tuple[str, str, str, Any]] = field(default_factory=list)
     """(method, path, content type, decoded body) of every request, for assertions."""
 
@@ -193,6 +204,9 @@ class FakeKubeApi:
             if method == "POST":
                 return self._create(namespace, body)
             assert name is not None
+            if method == "GET" and self.failing_reads > 0:
+                self.failing_reads -= 1
+                return 500, _status(500, "InternalError", "etcdserver: leader changed")
             tracked = self._objects.get((namespace, name))
             if tracked is None:
                 return 404, _status(404, "NotFound", f'{RESOURCE} "{name}" not found', {"name": name})
@@ -216,13 +230,18 @@ class FakeKubeApi:
                 return self._write(tracked, body, body)
         return 405, _status(405, "MethodNotAllowed", f"{method} is not supported")
 
-    def _invalid(self, obj: dict[str, Any], name: str) -> tuple[int, dict[str, Any]] | None:
-        if self.validator is None:
-            return None
-        errors = self.validator(obj)
-        if not errors:
-            return None
-        return 422, _status(422, "Invalid", f'InferenceService.{KSERVE_GROUP} "{name}" is invalid: {"; ".join(errors)}')
+    def _invalid(
+        self, obj: dict[str, Any], name: str, old: dict[str, Any] | None = None
+    ) -> tuple[int, dict[str, Any]] | None:
+        errors = self.validator(obj) if self.validator else []
+        if errors:
+            message = f'InferenceService.{KSERVE_GROUP} "{name}" is invalid: {"; ".join(errors)}'
+            return 422, _status(422, "Invalid", message)
+        denials = self.webhook(obj, old) if self.webhook else []
+        if denials:
+            message = f'admission webhook "{WEBHOOK_NAME}" denied the request: {"; ".join(denials)}'
+            return 403, _status(403, "Forbidden", message)
+        return None
 
     def _create(self, namespace: str, body: Any) -> tuple[int, dict[str, Any]]:
         if not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
@@ -249,6 +268,7 @@ class FakeKubeApi:
             creationTimestamp=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         )
         self._objects[(namespace, name)] = _Tracked(obj)
+        self.failing_reads = self.failing_reads_after_write
         return 201, copy.deepcopy(obj)
 
     def _write(
@@ -271,7 +291,7 @@ class FakeKubeApi:
             updated.pop("status")
         for key in ("name", "namespace", "uid", "creationTimestamp", "generation"):
             updated["metadata"][key] = old["metadata"][key]
-        invalid = self._invalid({k: v for k, v in updated.items() if k != "status"}, name)
+        invalid = self._invalid({k: v for k, v in updated.items() if k != "status"}, name, old)
         if invalid:
             return invalid
         if updated.get("spec") != old.get("spec"):
@@ -279,6 +299,7 @@ class FakeKubeApi:
             tracked.reads_since_write = 0
         updated["metadata"]["resourceVersion"] = str(next(self._versions))
         tracked.obj = updated
+        self.failing_reads = self.failing_reads_after_write
         return 200, copy.deepcopy(updated)
 
     def _reconcile(self, tracked: _Tracked) -> None:
@@ -308,6 +329,7 @@ class FakeKubeApi:
                     "states": {"activeModelState": "Loaded", "targetModelState": "Loaded"},
                 },
             }
+            self._canaries(obj, outcome)
         else:
             message = outcome.message or "failed to load the model"
             obj["status"] = {
@@ -323,6 +345,35 @@ class FakeKubeApi:
                     "lastFailureInfo": {"reason": "ModelLoadFailed", "message": message},
                 },
             }
+
+    @staticmethod
+    def _canaries(obj: dict[str, Any], outcome: Outcome) -> None:
+        """KServe keeps canary readiness beside, not inside, Ready (condition CanaryPredictorReady)."""
+        canaries = obj["spec"].get("canary") or []
+        if not canaries:
+            return
+        statuses = []
+        for canary in canaries:
+            entry: dict[str, Any] = {
+                "name": canary["predictor"].get("name", ""),
+                "ready": outcome.canary == "ready",
+                "trafficPercent": canary.get("trafficPercent", 0),
+            }
+            if outcome.canary == "fail":
+                entry["modelStatus"] = {
+                    "states": {"activeModelState": "FailedToLoad", "targetModelState": "FailedToLoad"},
+                    "lastFailureInfo": {"reason": "ModelLoadFailed", "message": outcome.message or "canary failed"},
+                }
+            statuses.append(entry)
+        obj["status"]["canaryStatuses"] = statuses
+        all_ready = all(entry["ready"] for entry in statuses)
+        obj["status"]["conditions"].append(
+            {
+                "type": "CanaryPredictorReady",
+                "status": "True" if all_ready else "False",
+                "reason": "AllCanariesReady" if all_ready else "CanariesNotReady",
+            }
+        )
 
 
 class FakePredictor:

@@ -8,6 +8,7 @@ import pytest
 from fake_kube_api import DEFAULT_USER, FakeKubeApi, FakePredictor, Outcome, merge_patch_apply
 
 from components.constants import (
+    CANARY_ANNOTATION,
     DEFAULT_MODEL_NAME,
     DEFAULT_NAMESPACE,
     DEPLOYER_ROLE_NAME,
@@ -25,7 +26,12 @@ from components.deploy_kubernetes import (
     deploy_inference_service,
     merge_patch,
 )
-from components.inference_service import LINEAGE_MODEL_SHA256, build_inference_service, lineage_annotations
+from components.inference_service import (
+    LINEAGE_MODEL_SHA256,
+    build_inference_service,
+    lineage_annotations,
+    with_standard_canary,
+)
 from components.model_artifact import ModelCard
 
 URI_A = "s3://mlpipeline/v2/artifacts/pipe/run-a/train/model"
@@ -173,6 +179,42 @@ def test_smoke_predict_retries_while_the_route_still_404s_after_ready(
     assert predictor.calls == 4
 
 
+def test_transient_read_errors_while_waiting_are_retried(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card = make_model_dir()
+    fake_api.failing_reads_after_write = 2
+
+    result = deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+
+    assert result.ready and result.action == ACTION_CREATED
+    assert fake_api.failing_reads == 0  # both failing reads happened, during the wait
+
+
+def test_a_failed_first_read_stops_before_any_write(make_model_dir, fake_api, api_client, predictor, instances):
+    _, card = make_model_dir()
+    fake_api.failing_reads = 1
+    with pytest.raises(DeployError, match=r"HTTP 500: etcdserver: leader changed"):
+        deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+    assert "POST" not in fake_api.methods()
+
+
+def test_an_unreachable_api_server_is_a_clear_error(make_model_dir, predictor, instances):
+    import socket
+
+    from kubernetes import client
+
+    _, card = make_model_dir()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    configuration = client.Configuration(host=f"http://127.0.0.1:{port}")
+    configuration.retries = 0
+    with (
+        client.ApiClient(configuration) as unreachable,
+        pytest.raises(DeployError, match="could not reach the Kubernetes API"),
+    ):
+        deploy(manifest_for(card, URI_A), card, unreachable, predictor, instances)
+
+
 def test_without_smoke_instances_the_url_comes_from_status(make_model_dir, fake_api, api_client):
     _, card = make_model_dir()
     result = deploy_inference_service(
@@ -185,7 +227,7 @@ def test_without_smoke_instances_the_url_comes_from_status(make_model_dir, fake_
         poll_interval_seconds=0.01,
     )
     assert result.url == f"http://{DEFAULT_MODEL_NAME}-predictor.{DEFAULT_NAMESPACE}.svc.cluster.local"
-    assert result.predictions == []
+    assert result.predictions == [] and result.smoke_url == ""
 
 
 @pytest.mark.parametrize("verb", ["get", "create"])
@@ -294,3 +336,98 @@ def test_canary_goes_beside_the_live_predictor_then_promotes(
 )
 def test_merge_patch_turns_current_into_exactly_desired(current, desired):
     assert merge_patch_apply(current, merge_patch(current, desired)) == desired
+
+
+def test_a_webhook_denial_is_reported_as_kserves_refusal_not_as_missing_rbac(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+    # A canary on an InferenceService that is not in Standard mode: KServe's webhook denies it with HTTP 403.
+    manifest = manifest_for(card, URI_B, deployment_mode="Knative")
+    live = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    manifest = with_standard_canary(manifest, stable_predictor=live["spec"]["predictor"], traffic_percent=10)
+
+    with pytest.raises(DeployError, match="denied the request: canary is only supported in Standard") as caught:
+        deploy(manifest, card, api_client, predictor, instances)
+    assert not isinstance(caught.value, DeployForbiddenError)
+    assert DEPLOYER_ROLE_NAME not in str(caught.value)
+
+
+def test_a_canary_that_fails_to_load_fails_fast_and_rolls_back_to_the_stable_spec(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card_a = make_model_dir()
+    _, card_b = make_model_dir(family="random_forest", name="model-b")
+    deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
+    before = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    # The stable predictor stays Ready (KServe's Ready ignores canaries); only canaryStatuses reports the failure.
+    fake_api.controller = lambda obj: Outcome("ready", canary="fail", message="unpickling error")
+
+    with pytest.raises(ModelLoadFailedError, match="canary canary: ModelLoadFailed: unpickling error") as caught:
+        deploy(manifest_for(card_b, URI_B, canary_traffic_percent=10), card_b, api_client, predictor, instances)
+
+    assert caught.value.rolled_back
+    after = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert after["spec"] == before["spec"]
+    assert "canary" not in after["spec"]
+
+
+def test_a_canary_that_never_becomes_ready_times_out_although_ready_is_true(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+    fake_api.controller = lambda obj: Outcome("ready", canary="pending")
+
+    with pytest.raises(DeployTimeoutError, match=r"\(canary canary\).*canary canary ready=False"):
+        deploy(
+            manifest_for(card, URI_B, canary_traffic_percent=10),
+            card,
+            api_client,
+            predictor,
+            instances,
+            timeout_seconds=0.3,
+        )
+
+
+def test_the_canary_smoke_test_goes_to_the_canary_service(make_model_dir, fake_api, api_client, instances):
+    _, card = make_model_dir()
+    options = {"card": card, "timeout_seconds": 10, "runtime_sklearn_version": card.sklearn_version}
+    deploy_inference_service(
+        manifest_for(card, URI_A), smoke_instances=None, api_client=api_client, poll_interval_seconds=0.01, **options
+    )
+    # Nothing listens at the cluster-local canary address here, so the smoke test fails: on the canary's URL.
+    with pytest.raises(SmokeTestFailedError, match=f"{DEFAULT_MODEL_NAME}-canary-predictor.{DEFAULT_NAMESPACE}"):
+        deploy_inference_service(
+            manifest_for(card, URI_B, canary_traffic_percent=10),
+            smoke_instances=instances,
+            api_client=api_client,
+            poll_interval_seconds=0.01,
+            smoke_attempts=1,
+            **options,
+        )
+
+
+def test_changing_the_deployment_mode_of_a_live_service_is_refused_by_kserve(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+
+    with pytest.raises(DeployError, match="deploymentMode cannot be changed from 'Standard' to 'Knative'"):
+        deploy(manifest_for(card, URI_B, deployment_mode="Knative"), card, api_client, predictor, instances)
+    stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert stored["spec"]["predictor"]["model"]["storageUri"] == URI_A
+
+
+def test_a_canary_request_without_a_live_service_is_a_plain_first_deploy(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    result = deploy(manifest_for(card, URI_A, canary_traffic_percent=10), card, api_client, predictor, instances)
+
+    stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert result.action == ACTION_CREATED and result.canary_traffic_percent is None
+    assert "canary" not in stored["spec"]
+    assert CANARY_ANNOTATION not in stored["metadata"]["annotations"]

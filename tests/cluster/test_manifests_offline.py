@@ -57,6 +57,35 @@ def test_every_rendered_object_validates_strictly(rendered, shared_schemas: Path
     assert problems == {}
 
 
+@needs_kustomize
+def test_kubernetes_validate_cli_accepts_every_rendering_and_rejects_unknown_fields(tmp_path: Path, rendered):
+    cli = REPO / ".venv" / "bin" / "kubernetes-validate"
+    if not cli.exists():
+        pytest.skip("kubernetes-validate CLI not in .venv")
+    for name, objects in rendered.items():
+        path = tmp_path / f"{name.replace('/', '-')}.yaml"
+        path.write_text(yaml.safe_dump_all(objects))
+        result = subprocess.run(
+            [str(cli), "--strict", "--quiet", "--no-warn", "-k", kubernetes_version(), str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, f"{name}: {result.stdout}{result.stderr}"
+    # The same CLI, same flags, on a misspelt field: proves --strict is in force.
+    broken = next(o for o in rendered["base"] if o["kind"] == "Role")
+    broken = {**broken, "rules": [{**broken["rules"][0], "verb": ["get"]}]}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(broken))
+    result = subprocess.run(
+        [str(cli), "--strict", "--quiet", "--no-warn", "-k", kubernetes_version(), str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "verb" in result.stdout
+
+
 def test_the_reference_inference_service_validates_and_equals_the_builder_output(shared_schemas: Path):
     reference = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())
     model = reference["spec"]["predictor"]["model"]

@@ -4,7 +4,7 @@ Runs the whole cluster path: RBAC as the pipeline's service account, a pipeline 
 deploys to KServe, a V1 predict through `kubectl port-forward`, and a failed re-deploy that must roll back.
 
 Settings (tests may read the environment; logic modules may not):
-    KFP_ENDPOINT     KFP API, default http://127.0.0.1:8080 (kubectl port-forward -n kubeflow svc/ml-pipeline-ui 8080:80)
+    KFP_ENDPOINT     KFP API, default http://127.0.0.1:8080 (make port-forward)
     E2E_TIMEOUT      seconds for the pipeline run and for readiness, default 1200
 """
 
@@ -145,7 +145,7 @@ def test_the_run_deployed_a_ready_service_that_answers_v1_predict(custom_api, de
         while True:
             try:
                 request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                with urllib.request.urlopen(request, timeout=10) as response:
                     predictions = json.loads(response.read())["predictions"]
                 break
             except OSError:

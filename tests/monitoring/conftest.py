@@ -11,6 +11,7 @@ import pytest
 
 from components.monitoring.reference import build_reference_profile, write_reference_profile
 
+
 @pytest.fixture(scope="session")
 def iris_frame() -> pd.DataFrame:
     from sklearn.datasets import load_iris

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from monitoring_helpers import IRIS_TRAIN_ROWS, shift_feature
 from scipy import stats
 
 from components.constants import (
@@ -25,7 +26,6 @@ from components.constants import (
 )
 from components.monitoring.drift import DriftInputError, detect_drift, population_stability_index
 from components.monitoring.reference import build_reference_profile
-from monitoring_helpers import IRIS_TRAIN_ROWS, shift_feature
 
 WINDOWS = 150
 WINDOW_ROWS = DEFAULT_MIN_RECORDS

@@ -21,11 +21,18 @@ from components.constants import (
     DRIFT_STATUS_DRIFT,
     DRIFT_STATUS_NOT_ENOUGH_DATA,
     DRIFT_STATUS_OK,
+    KFP_ARTIFACT_SECRET_KEYS,
+    KFP_ARTIFACT_SECRET_NAME,
     ON_DRIFT_FAIL,
     RETRAIN_REQUEST_FILENAME,
 )
 from components.monitoring.pipeline_def import monitoring_pipeline
 from components.monitoring.retrain import read_retrain_request
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*have no effect in the current local runner:UserWarning",
+    "ignore:You may be attemping to run a task that uses custom or non-Python base image:RuntimeWarning",
+)
 
 
 @pytest.fixture
@@ -92,7 +99,10 @@ def test_too_few_records_is_not_enough_data_even_when_shifted(
 def test_on_drift_fail_fails_the_run(
     local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
 ) -> None:
-    window = shift_feature(resample(iris_frame, 400, seed=4), "sepal width (cm)", 0.5 * iris_frame["sepal width (cm)"].std())
+
+    window = shift_feature(
+        resample(iris_frame, 400, seed=4), "sepal width (cm)", 0.5 * iris_frame["sepal width (cm)"].std()
+    )
     write_log(tmp_path / "logs", window, model_name=DEFAULT_MODEL_NAME)
     with pytest.raises(RuntimeError, match="fail-on-drift"):
         run(tmp_path / "logs", iris_model_dir, tmp_path / "requests", on_drift=ON_DRIFT_FAIL)
@@ -104,7 +114,7 @@ def test_compiled_pipeline_has_the_check_and_both_branches(tmp_path: Path) -> No
 
     package = tmp_path / "monitoring_pipeline.yaml"
     compiler.Compiler().compile(monitoring_pipeline, str(package))
-    spec = yaml.safe_load(package.read_text())
+    spec, platform = yaml.safe_load_all(package.read_text())
     tasks = spec["root"]["dag"]["tasks"]
     assert set(tasks) == {"check-drift-op", "condition-1", "condition-2"}
     conditions = {t["triggerPolicy"]["condition"] for n, t in tasks.items() if n.startswith("condition")}
@@ -115,3 +125,24 @@ def test_compiled_pipeline_has_the_check_and_both_branches(tmp_path: Path) -> No
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {DEFAULT_IMAGE}
     assert tasks["check-drift-op"]["cachingOptions"] == {}  # caching off: new logs, same parameters
+    # on a cluster the check reads the object store with KFP's own Secret
+    (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-check-drift-op"]["secretAsEnv"]
+    assert secret["secretName"] == KFP_ARTIFACT_SECRET_NAME and secret["optional"] is True
+    assert {k["secretKey"]: k["envVar"] for k in secret["keyToEnv"]} == KFP_ARTIFACT_SECRET_KEYS
+
+
+@pytest.mark.slow
+def test_command_line_runs_locally_and_exits_nonzero_only_on_failure(
+    tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path, capsys
+) -> None:
+    from components.monitoring.__main__ import main
+
+    column = "petal length (cm)"
+    shifted = shift_feature(resample(iris_frame, 400, seed=5), column, 0.5 * iris_frame[column].std())
+    write_log(tmp_path / "logs", shifted, model_name=DEFAULT_MODEL_NAME)
+    common = ["--log_dir", str(tmp_path / "logs"), "--model_dir", str(iris_model_dir)]
+    common += ["--pipeline_root", str(tmp_path / "root")]
+    assert main(common) == 0  # default on_drift=report: drift is reported, the run succeeds
+    assert f"drift: drift in 1 of 4 features: {column}" in capsys.readouterr().out
+    assert main([*common, "--on_drift", "fail"]) == 1
+    assert "monitoring run failed" in capsys.readouterr().out

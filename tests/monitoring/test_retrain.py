@@ -24,6 +24,8 @@ from components.monitoring.retrain import (
     write_retrain_request,
 )
 
+pytestmark = pytest.mark.filterwarnings("ignore:This client only works with Kubeflow Pipeline:FutureWarning")
+
 
 @pytest.mark.parametrize("on_drift", ON_DRIFT_ACTIONS)
 def test_only_drift_leads_to_an_action(on_drift: str) -> None:

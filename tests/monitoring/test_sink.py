@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
-from starlette.testclient import TestClient
 
 from components.constants import (
     CE_TYPE_INFERENCE_REQUEST,
@@ -28,6 +28,11 @@ from components.monitoring.sink import (
     logger_spec,
     parse_feature_names,
 )
+
+with warnings.catch_warnings():
+    # starlette asks for httpx2 in its test client; the project pins httpx, which works
+    warnings.simplefilter("ignore")
+    from starlette.testclient import TestClient
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 SHA = "f" * 64
@@ -84,7 +89,9 @@ def test_request_and_response_are_paired_into_records_in_either_order(sink, tmp_
         assert client.post("/", content=response_body([0, 2]), headers=kserve_headers("a", CE_TYPE_INFERENCE_RESPONSE))
         # response first: the agent's workers send concurrently, order is not guaranteed
         client.post("/", content=response_body([1]), headers=kserve_headers("b", CE_TYPE_INFERENCE_RESPONSE))
-        client.post("/", content=request_body([[5.9, 3.0, 4.2, 1.5]]), headers=kserve_headers("b", CE_TYPE_INFERENCE_REQUEST))
+        client.post(
+            "/", content=request_body([[5.9, 3.0, 4.2, 1.5]]), headers=kserve_headers("b", CE_TYPE_INFERENCE_REQUEST)
+        )
         stats = client.get("/stats").json()
     # leaving the client runs the app's shutdown, which flushes the writers
     assert stats["records"] == 3 and stats["events"] == 4
@@ -183,3 +190,11 @@ def test_logger_spec_validates_against_the_kserve_crd(shared_schemas: Path) -> N
 def test_feature_names_argument_forms() -> None:
     assert parse_feature_names('["a (cm)", "b"]') == ["a (cm)", "b"]
     assert parse_feature_names("a, b ,c") == ["a", "b", "c"]
+
+
+def test_the_sha256_annotation_is_the_one_deploy_writes() -> None:
+    # deploy annotates the InferenceService with the model's sha256; logger.metadataAnnotations copies that key
+    from components.inference_service import LINEAGE_MODEL_SHA256
+
+    assert LINEAGE_MODEL_SHA256 == MODEL_SHA256_ANNOTATION
+    assert MODEL_SHA256_ANNOTATION in logger_spec("http://sink")["metadataAnnotations"]

@@ -10,6 +10,7 @@ from components.constants import (
     MODEL_FAMILIES,
     MODEL_FILENAME,
     ONNX_FILENAME,
+    REFERENCE_PROFILE_FILENAME,
 )
 from components.data import load_dataset, split_dataset
 from components.model_artifact import load_estimator, verify_model_dir
@@ -85,14 +86,17 @@ def test_saved_model_directory_is_what_kserve_loads(tmp_path, iris_split, family
         label_column=LABEL,
         training_data_fingerprint="f" * 64,
         check_features=check,
+        reference_features=train.drop(columns=[LABEL]),
     )
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert files == sorted([MODEL_CARD_FILENAME, MODEL_FILENAME, ONNX_FILENAME])
+    assert files == sorted([MODEL_CARD_FILENAME, MODEL_FILENAME, ONNX_FILENAME, REFERENCE_PROFILE_FILENAME])
     assert [f for f in files if f.endswith((".joblib", ".pkl", ".pickle"))] == [MODEL_FILENAME]
     recorded = json.loads((tmp_path / "model" / MODEL_CARD_FILENAME).read_text())
     assert recorded["feature_names"] == list(check.columns)
     assert recorded["versions"]["scikit-learn"] == card.sklearn_version
-    assert set(recorded["files"]) == {MODEL_FILENAME, ONNX_FILENAME}
+    assert set(recorded["files"]) == {MODEL_FILENAME, ONNX_FILENAME, REFERENCE_PROFILE_FILENAME}
+    profile = json.loads((tmp_path / "model" / REFERENCE_PROFILE_FILENAME).read_text())
+    assert profile["feature_names"] == list(check.columns) and profile["rows"] == len(train)
     assert recorded["onnx"], "the fast path's equivalence check is recorded"
     assert verify_model_dir(tmp_path / "model") == card
     loaded, _ = load_estimator(tmp_path / "model")

@@ -1,0 +1,141 @@
+"""Safe loading: nothing is unpickled or run unless every hash and the scikit-learn version match the card."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, train_iris_model_dir
+
+from components.constants import MODEL_CARD_FILENAME, MODEL_FILENAME, ONNX_FILENAME
+from components.serving.contract import ClientError
+from components.serving.model import SklearnModel
+from components.serving.predictor import BACKEND_JOBLIB, BACKEND_ONNX
+
+
+def _append_byte(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"\0")
+
+
+def _drop_model(directory: Path) -> None:
+    (directory / MODEL_FILENAME).unlink()
+
+
+def _second_pickle(directory: Path) -> None:
+    shutil.copy(directory / MODEL_FILENAME, directory / "extra.pkl")
+
+
+def _other_sklearn(directory: Path) -> None:
+    card = json.loads((directory / MODEL_CARD_FILENAME).read_text())
+    card["versions"]["scikit-learn"] = "0.24.2"
+    (directory / MODEL_CARD_FILENAME).write_text(json.dumps(card))
+
+
+def _drop_card(directory: Path) -> None:
+    (directory / MODEL_CARD_FILENAME).unlink()
+
+
+REFUSALS = {
+    "tampered-joblib": (lambda d: _append_byte(d / MODEL_FILENAME), "sha256 of model.joblib"),
+    "tampered-onnx": (lambda d: _append_byte(d / ONNX_FILENAME), "sha256 of model.onnx"),
+    "missing-model-file": (_drop_model, "found: none"),
+    "two-model-files": (_second_pickle, "found: extra.pkl, model.joblib"),
+    "other-sklearn-version": (_other_sklearn, "scikit-learn 0.24.2"),
+    "missing-card": (_drop_card, "model.json"),
+}
+
+
+@pytest.mark.parametrize("damage", list(REFUSALS), ids=list(REFUSALS))
+def test_damaged_model_dir_is_refused_and_model_stays_unready(damage: str, tmp_path: Path) -> None:
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
+    breaks, says = REFUSALS[damage]
+    breaks(directory)
+    model = SklearnModel("iris", directory)
+
+    assert model.load() is False
+
+    assert model.ready is False
+    assert model.loaded is None
+    assert model.load_error is not None and says in model.load_error
+
+
+def test_make_model_dir_models_load_on_the_joblib_path(make_model_dir) -> None:
+    directory, card = make_model_dir(family="random_forest")
+    model = SklearnModel("iris", directory)
+
+    assert model.ready is False
+    assert model.load() is True
+
+    assert model.ready and model.loaded is not None and model.loaded.backend == BACKEND_JOBLIB
+    assert model.loaded.card.model_sha256 == card.model_sha256
+
+
+def test_loading_writes_nothing_into_the_model_dir(tmp_path: Path) -> None:
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
+    before = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
+    model = SklearnModel("iris", directory)
+
+    assert model.load() is True
+    model.infer_v1({"instances": [[5.1, 3.5, 1.4, 0.2]]})
+
+    assert model.loaded is not None and model.loaded.backend == BACKEND_ONNX
+    assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == before
+
+
+def test_use_onnx_false_serves_the_joblib_model(tmp_path: Path) -> None:
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
+    model = SklearnModel("iris", directory, use_onnx=False)
+
+    assert model.load() is True
+    assert model.loaded is not None and model.loaded.backend == BACKEND_JOBLIB
+
+
+def test_probabilities_are_refused_for_a_model_without_predict_proba(make_model_dir, tmp_path: Path) -> None:
+    import hashlib
+
+    from sklearn.datasets import load_iris
+    from sklearn.svm import LinearSVC
+
+    from components.model_artifact import save_model
+
+    x, y = load_iris(return_X_y=True)
+    directory = tmp_path / "svc"
+    save_model(
+        directory,
+        LinearSVC().fit(x, y),
+        feature_names=["a", "b", "c", "d"],
+        class_names=["0", "1", "2"],
+        model_family="linear_svc",
+        hyperparameters={},
+        training_data_fingerprint=hashlib.sha256(x.tobytes()).hexdigest(),
+        label_column="target",
+    )
+    model = SklearnModel("svc", directory)
+    assert model.load() is True
+
+    with pytest.raises(ClientError, match="no predict_proba"):
+        model.infer_v1({"instances": [[5.1, 3.5, 1.4, 0.2]], "parameters": {"return_probabilities": True}})
+    assert [o["name"] for o in model.get_output_types()] == ["predict"]
+
+
+def test_cli_exits_non_zero_with_a_one_line_reason_for_a_refused_dir(tmp_path: Path) -> None:
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=False)
+    _append_byte(directory / MODEL_FILENAME)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "components.serving", f"--model_dir={directory}", "--model_name=iris", "--http_port=1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith("kfp-sklearn-serve: cannot serve")
+    assert "sha256 of model.joblib" in lines[-1]
+    assert "Traceback" not in done.stderr + done.stdout
