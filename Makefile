@@ -105,7 +105,7 @@ port-forward: ## expose the KFP API and UI on 127.0.0.1:8080 (keep it running in
 
 submit: $(STAMP) ## compile and run the pipeline on KFP, deploying to KServe (KFP_ENDPOINT=...)
 	$(BIN)/python pipeline.py submit --endpoint $(KFP_ENDPOINT) --service-account pipeline-runner \
-	  --arg deploy_target=kubernetes --arg service_account=kfp-model-reader
+	  --arg deploy_target=kubernetes --arg predictor_service_account=kfp-model-reader
 
 e2e: $(STAMP) ## end-to-end tests on the current kubectl context (after kind-up; KFP_ENDPOINT port-forwarded)
 	KFP_ENDPOINT=$(KFP_ENDPOINT) $(BIN)/python -m pytest -m e2e tests/e2e -v $(PYTEST_ARGS)

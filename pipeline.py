@@ -76,7 +76,7 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
         namespace: str = DEFAULT_NAMESPACE,
         deploy_target: str = DEPLOY_TARGET_LOCAL,
         local_store: str = f"{DEFAULT_LOCAL_ROOT}/{LOCAL_STORE_DIRNAME}",
-        service_account: str = "",
+        predictor_service_account: str = "",
         deploy_timeout_seconds: int = int(DEFAULT_DEPLOY_TIMEOUT_SECONDS),
     ) -> TrainingOutputs:
         """Steps: load_data (validate, stratified split) -> train -> evaluate -> deploy, only if the gate passes.
@@ -93,7 +93,8 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             namespace: Namespace of the InferenceService (kubernetes target).
             deploy_target: `local` (model store read by `pipeline.py serve`) or `kubernetes` (KServe).
             local_store: Model store root for the local target.
-            service_account: Predictor service account with object-store credentials (kubernetes target).
+            predictor_service_account: Predictor service account with the object-store credentials (kubernetes
+                target; empty means `kfp-model-reader` from manifests/base).
             deploy_timeout_seconds: How long deploy waits for the InferenceService to be ready.
         """
         data = ops.load_data(dataset=dataset, label_column=label_column, test_fraction=test_fraction, seed=seed)
@@ -122,7 +123,7 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
                 namespace=namespace,
                 deploy_target=deploy_target,
                 local_store=local_store,
-                service_account=service_account,
+                service_account=predictor_service_account,
                 timeout_seconds=deploy_timeout_seconds,
                 run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             )
@@ -392,16 +393,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wrote {output}")
         return 0
     if command == "submit":
-        from components.submit import submit_pipeline
+        from components.submit import SubmitError, submit_pipeline
 
         package = compile_pipeline(PIPELINE_FILE, image=args.image)
-        run_id = submit_pipeline(
-            package,
-            endpoint=args.endpoint,
-            arguments=_parse_submit_args(args.arg),
-            service_account=args.service_account,
-            experiment=args.experiment,
-        )
+        try:
+            run_id = submit_pipeline(
+                package,
+                endpoint=args.endpoint,
+                arguments=_parse_submit_args(args.arg),
+                service_account=args.service_account,
+                experiment=args.experiment,
+            )
+        except SubmitError as exc:
+            print(f"submit failed: {exc}", file=sys.stderr)
+            return 1
         print(f"started run {run_id} on {args.endpoint}")
         return 0
     store = args.root.resolve() / LOCAL_STORE_DIRNAME

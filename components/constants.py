@@ -85,6 +85,7 @@ PAYLOAD_COLUMN_PREDICTION: Final = "prediction"
 PAYLOAD_COLUMN_SOURCE: Final = "source"
 PAYLOAD_SOURCE_LOCAL: Final = "local-server"
 PAYLOAD_SOURCE_KSERVE_LOGGER: Final = "kserve-logger"
+PAYLOAD_SOURCE_KSERVE_BLOB: Final = "kserve-blob-logger"
 KSERVE_LOGGER_MODES: Final = ("all", "request", "response")
 CE_TYPE_INFERENCE_REQUEST: Final = "org.kubeflow.serving.inference.request"
 CE_TYPE_INFERENCE_RESPONSE: Final = "org.kubeflow.serving.inference.response"
@@ -164,7 +165,12 @@ CONTAINER_HOST: Final = "0.0.0.0"  # noqa: S104 - inside a pod the predictor mus
 PREDICTOR_CONTAINER_NAME: Final = "kserve-container"
 """KServe merges `predictor.model` into the runtime container of this name (the canary schema requires it)."""
 KFP_ARTIFACT_SECRET_NAME: Final = "mlpipeline-minio-artifact"  # noqa: S105  # a Secret's name, not a credential
-"""KFP's own object-store Secret (keys accesskey/secretkey) in the run's namespace; the drift check reads logs with it."""
+"""KFP's object-store Secret (keys accesskey/secretkey) in the run's namespace; the drift check reads logs with it."""
 KFP_ARTIFACT_SECRET_KEYS: Final = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 DEFAULT_PAYLOAD_LOG_URI: Final = "s3://mlpipeline/payload-logs"
 """Where the cluster sink writes (manifests/monitoring) and where the monitoring pipeline reads on a cluster."""
+LOG_FORMAT_PAYLOAD: Final = "payload-parquet"
+"""Logs from `serve --payload_log_dir` or the sink (components.monitoring.payload_log)."""
+LOG_FORMAT_KSERVE_JSON: Final = "kserve-json"
+"""Logs from KServe's built-in blob logger, format json (components.monitoring.kserve_blob)."""
+LOG_FORMATS: Final = (LOG_FORMAT_PAYLOAD, LOG_FORMAT_KSERVE_JSON)

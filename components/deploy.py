@@ -13,6 +13,7 @@ from components.constants import (
     DEPLOY_TARGET_LOCAL,
     DEPLOY_TARGETS,
     LOCAL_STORE_PVC,
+    MODEL_READER_SERVICE_ACCOUNT,
 )
 
 
@@ -57,7 +58,8 @@ def deploy_model(
         local_store: Root of the local model store (local target only).
         run_id: The pipeline run, recorded as lineage.
         metrics: Evaluation metrics, recorded as lineage.
-        service_account: Predictor service account holding the object-store credentials (kubernetes target).
+        service_account: Predictor service account holding the object-store credentials (kubernetes target;
+            default `constants.MODEL_READER_SERVICE_ACCOUNT`, which `manifests/base` creates).
         timeout_seconds: How long to wait for the InferenceService to become ready (kubernetes target).
     """
     import sklearn
@@ -100,7 +102,8 @@ def deploy_model(
         name=model_name,
         namespace=namespace,
         storage_uri=storage_uri_from_artifact(model_uri),
-        service_account=service_account,
+        # Without it the storage initializer has no credentials for KFP's object store.
+        service_account=service_account or MODEL_READER_SERVICE_ACCOUNT,
         annotations=annotations,
     )
     result = deploy_inference_service(

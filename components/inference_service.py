@@ -91,7 +91,8 @@ def storage_uri_from_artifact(uri: str) -> str:
 
 def _metric_key(name: str) -> str:
     cleaned = _ANNOTATION_NAME_CHARS.sub("-", name).strip("-_.") or "unnamed"
-    return f"{LINEAGE_METRIC_PREFIX}{cleaned}"[: len(LINEAGE_ANNOTATION_PREFIX) + _MAX_NAME]
+    # The part after the prefix must be at most 63 characters and end with a letter or digit.
+    return f"{LINEAGE_METRIC_PREFIX}{cleaned}"[: len(LINEAGE_ANNOTATION_PREFIX) + _MAX_NAME].rstrip("-_.")
 
 
 def lineage_annotations(card: ModelCard, *, run_id: str, metrics: Mapping[str, float]) -> dict[str, str]:
@@ -120,9 +121,10 @@ def lineage_annotations(card: ModelCard, *, run_id: str, metrics: Mapping[str, f
 
 def _check_name(kind: str, value: str, pattern: re.Pattern[str], limit: int) -> None:
     if not value or len(value) > limit or not pattern.match(value):
+        start = "a letter" if pattern is _DNS1035 else "a letter or digit"
         raise InferenceServiceSpecError(
             f"{kind} {value!r} is not a valid Kubernetes name: use at most {limit} lowercase letters, digits and "
-            "'-', starting with a letter and ending with a letter or digit"
+            f"'-', starting with {start} and ending with a letter or digit"
         )
 
 

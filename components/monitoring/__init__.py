@@ -4,9 +4,11 @@ Modules, each one concept:
 
 - `payload_log`: the Parquet record schema, `PayloadLogWriter` (background batching) and `read_payload_window`.
 - `sink`: decodes KServe logger CloudEvents into the same records; `logger_spec` for the InferenceService.
+- `kserve_blob`: the alternative, KServe's built-in blob logger (`kserve_blob_logger_spec`, a window reader).
 - `reference`: `build_reference_profile` (written beside the model at training time).
 - `drift`: `detect_drift` (PSI + two-sample KS with a Bonferroni correction) and `DriftReport`.
 - `report`: `render_drift_report_html` (inline SVG, no plotting dependency).
 - `retrain`: what to do on drift: `decide_on_drift`, `write_retrain_request`, `trigger_retraining`.
-- `ops` / `pipeline_def`: the thin KFP components and `monitoring_pipeline`.
+- `ops` / `pipeline_def`: the thin KFP components and `monitoring_pipeline` / `make_monitoring_pipeline(image)`.
+- `__main__`: `python -m components.monitoring ...` runs the pipeline under kfp.local.
 """

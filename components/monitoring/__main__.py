@@ -19,6 +19,8 @@ from components.constants import (
     DEFAULT_MIN_RECORDS,
     DEFAULT_MODEL_NAME,
     DEFAULT_PSI_THRESHOLD,
+    LOG_FORMAT_PAYLOAD,
+    LOG_FORMATS,
     ON_DRIFT_ACTIONS,
     ON_DRIFT_REPORT,
 )
@@ -27,7 +29,9 @@ from components.constants import (
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the pipeline locally, print the outcome; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m components.monitoring", description=__doc__.splitlines()[0])
-    parser.add_argument("--log_dir", required=True, type=Path, help="what `serve --payload_log_dir` wrote")
+    parser.add_argument(
+        "--log_dir", required=True, type=Path, help="what `serve --payload_log_dir` wrote (or KServe's)"
+    )
     parser.add_argument("--model_dir", required=True, type=Path, help="model directory with reference_profile.json")
     parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME)
     parser.add_argument("--window_hours", type=float, default=24.0)
@@ -37,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--min_records", type=int, default=DEFAULT_MIN_RECORDS)
     parser.add_argument("--on_drift", choices=ON_DRIFT_ACTIONS, default=ON_DRIFT_REPORT)
     parser.add_argument("--retrain_request_dir", type=Path, default=None, help="where on_drift=retrain writes")
+    parser.add_argument("--log_format", choices=LOG_FORMATS, default=LOG_FORMAT_PAYLOAD)
     parser.add_argument("--pipeline_root", type=Path, default=Path(DEFAULT_LOCAL_ROOT) / "monitoring")
     args = parser.parse_args(argv)
 
@@ -59,12 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ks_alpha=args.ks_alpha,
             min_records=args.min_records,
             on_drift=args.on_drift,
+            log_format=args.log_format,
             retrain_request_dir=str(args.retrain_request_dir.resolve()) if args.retrain_request_dir else "",
         )
     except RuntimeError as error:  # kfp.local's "pipeline finished with status FAILURE"
         failure = str(error)
     runs = sorted(set(root.glob("*")) - before)
-    reports = [p for run in runs for p in run.glob("check-drift-op/drift_report/drift_report.json")]
+    reports = [p for run in runs for p in run.glob("check-drift/drift_report/drift_report.json")]
     if reports:
         report = json.loads(reports[-1].read_text(encoding="utf-8"))
         print(f"{report['status']}: {report['message']}")

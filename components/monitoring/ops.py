@@ -1,8 +1,13 @@
 """KFP components of the monitoring pipeline: thin wrappers over components.monitoring.
 
 Only stdlib and kfp are imported at module level (compiling stays cheap); each body imports the logic it calls
-from the `components` package baked into `DEFAULT_IMAGE`.
+from the `components` package baked into the image. As in components/ops.py, the step functions are plain and
+`build_monitoring_components(image)` wraps them for one image; `check_drift_op` & co. are the default-image ones.
 """
+
+# No `from __future__ import annotations`: KFP reads the real annotation objects to type inputs and outputs.
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
@@ -10,8 +15,7 @@ from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 from components.constants import DEFAULT_IMAGE
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def check_drift_op(
+def check_drift(
     report_html: Output[HTML],
     metrics: Output[Metrics],
     drift_report: Output[Artifact],
@@ -25,6 +29,7 @@ def check_drift_op(
     min_records: int,
     on_drift: str,
     s3_endpoint: str = "",
+    log_format: str = "payload-parquet",
 ) -> str:
     """Compare a window of logged inputs with the model's reference profile.
 
@@ -42,6 +47,7 @@ def check_drift_op(
         min_records: Fewer rows give `not_enough_data`.
         on_drift: `retrain`, `fail` or `report` (checked here so a typo fails on the first run, drift or not).
         s3_endpoint: S3-compatible endpoint for `s3://` locations (e.g. `http://seaweedfs.kubeflow:9000`).
+        log_format: `payload-parquet` (local server, sink) or `kserve-json` (KServe's built-in blob logger).
 
     Returns:
         The action to take: `none` unless the status is `drift`, else `on_drift`. (One plain output on purpose:
@@ -52,6 +58,8 @@ def check_drift_op(
     from pathlib import Path
 
     from components.constants import (
+        LOG_FORMAT_KSERVE_JSON,
+        LOG_FORMATS,
         METRIC_DRIFT_DETECTED,
         METRIC_DRIFT_FEATURES_DRIFTED,
         METRIC_DRIFT_MAX_PSI,
@@ -59,16 +67,25 @@ def check_drift_op(
         METRIC_DRIFT_RECORDS,
     )
     from components.monitoring.drift import detect_drift
+    from components.monitoring.kserve_blob import read_kserve_blob_window
     from components.monitoring.payload_log import open_filesystem, read_payload_window, window_bounds
     from components.monitoring.reference import load_reference_profile_from_uri
     from components.monitoring.report import render_drift_report_html
     from components.monitoring.retrain import decide_on_drift
 
     decide_on_drift("ok", on_drift)  # validates the policy before any work
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log_format must be one of {list(LOG_FORMATS)}, got {log_format!r}")
     profile = load_reference_profile_from_uri(model_dir, s3_endpoint=s3_endpoint)
     start, end = window_bounds(datetime.fromisoformat(window_end) if window_end else None, window_hours)
     filesystem, location = open_filesystem(log_dir, s3_endpoint=s3_endpoint)
-    window = read_payload_window(location, model_name=model_name, start=start, end=end, filesystem=filesystem)
+    if log_format == LOG_FORMAT_KSERVE_JSON:
+        window = read_kserve_blob_window(
+            location, feature_names=profile["feature_names"], model_name=model_name, start=start, end=end,
+            filesystem=filesystem,
+        )  # fmt: skip
+    else:
+        window = read_payload_window(location, model_name=model_name, start=start, end=end, filesystem=filesystem)
     report = detect_drift(profile, window, psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_records=min_records)
 
     Path(report_html.path).write_text(render_drift_report_html(report, profile, window), encoding="utf-8")
@@ -85,8 +102,7 @@ def check_drift_op(
     return decide_on_drift(report.status, on_drift)
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def request_retraining_op(
+def request_retraining(
     drift_report: Input[Artifact],
     model_name: str,
     model_dir: str,
@@ -100,7 +116,7 @@ def request_retraining_op(
     """Record a retraining request and, with a KFP endpoint, start the training pipeline.
 
     Args:
-        drift_report: From `check_drift_op`.
+        drift_report: From `check_drift`.
         model_name: The drifted model.
         model_dir: Its model directory (written into the request).
         retrain_request_dir: Where to write `retrain_request.json` (empty: no marker).
@@ -144,12 +160,11 @@ def request_retraining_op(
     return outcome
 
 
-@dsl.component(base_image=DEFAULT_IMAGE, install_kfp_package=False)
-def fail_on_drift_op(drift_report: Input[Artifact], model_name: str) -> None:
+def fail_on_drift(drift_report: Input[Artifact], model_name: str) -> None:
     """Fail the run on purpose so alerting on failed runs fires (on_drift='fail').
 
     Args:
-        drift_report: From `check_drift_op`.
+        drift_report: From `check_drift`.
         model_name: The drifted model.
     """
     import json
@@ -159,3 +174,29 @@ def fail_on_drift_op(drift_report: Input[Artifact], model_name: str) -> None:
 
     report = json.loads((Path(drift_report.path) / "drift_report.json").read_text(encoding="utf-8"))
     raise DriftDetectedError(f"data drift for model {model_name}: {report['message']}")
+
+
+@dataclass(frozen=True)
+class MonitoringComponents:
+    """The monitoring steps as KFP components on one image."""
+
+    check_drift: Callable
+    request_retraining: Callable
+    fail_on_drift: Callable
+
+
+def build_monitoring_components(image: str = DEFAULT_IMAGE) -> MonitoringComponents:
+    """Wrap the monitoring steps as KFP components that run `image` with the project preinstalled."""
+
+    def wrap(func: Callable) -> Callable:
+        return dsl.component(func, base_image=image, install_kfp_package=False)
+
+    return MonitoringComponents(
+        check_drift=wrap(check_drift), request_retraining=wrap(request_retraining), fail_on_drift=wrap(fail_on_drift)
+    )
+
+
+_DEFAULT = build_monitoring_components()
+check_drift_op = _DEFAULT.check_drift
+request_retraining_op = _DEFAULT.request_retraining
+fail_on_drift_op = _DEFAULT.fail_on_drift

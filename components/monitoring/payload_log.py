@@ -219,9 +219,15 @@ class PayloadLogWriter:
         self.source = source
         self._fs, self._base = resolve_destination(directory, filesystem)
         self._schema = payload_schema(self.feature_names)
+        # Import the writer's modules now (server start), not on the first flush: an import holds the GIL for
+        # ~0.1 s and would stall whichever request is running.
+        import pyarrow.compute
+        import pyarrow.parquet  # noqa: F401
+
         self._queue: queue.Queue[_Pending | None] = queue.Queue(maxsize=max_pending)
         self._closed = False
         self._close_lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._recorded = 0
         self._dropped = 0
         self._written = 0
@@ -262,12 +268,17 @@ class PayloadLogWriter:
             raise PayloadLogError(f"{shape[0]} instance rows but {len(predictions)} predictions")
         if request_ids is not None and len(request_ids) != shape[0]:
             raise PayloadLogError(f"{shape[0]} instance rows but {len(request_ids)} request ids")
-        when = time.time_ns() if timestamp is None else round(_to_utc(timestamp).timestamp() * 1e6) * 1000
+        when = time.time_ns() if timestamp is None else round(to_utc(timestamp).timestamp() * 1e6) * 1000
         try:
             self._queue.put_nowait(_Pending(when, instances, predictions, request_ids))
-            self._recorded += shape[0]
+            accepted = True
         except queue.Full:
-            self._dropped += shape[0]
+            accepted = False
+        with self._count_lock:  # `+=` on an attribute is not atomic across threads
+            if accepted:
+                self._recorded += shape[0]
+            else:
+                self._dropped += shape[0]
 
     def close(self) -> None:
         """Write everything still queued and stop the background thread (idempotent)."""
@@ -390,7 +401,7 @@ def _predictions_as_text(pending: list[_Pending]) -> pa.Array:
     return pa.array([encode_prediction(v) for p in pending for v in p.predictions], type=pa.string())
 
 
-def _to_utc(moment: datetime) -> datetime:
+def to_utc(moment: datetime) -> datetime:
     """Naive datetimes are taken as UTC, the timezone every log timestamp is stored in."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
@@ -416,8 +427,8 @@ def list_payload_files(
     model_root = f"{base}/{model_name}"
     if fs.get_file_info(model_root).type != pafs.FileType.Directory:
         return []
-    first = _to_utc(start).date() if start else date.min
-    last = _to_utc(end).date() if end else date.max
+    first = to_utc(start).date() if start else date.min
+    last = to_utc(end).date() if end else date.max
     files: list[str] = []
     for info in fs.get_file_info(pafs.FileSelector(model_root)):
         name = info.base_name
@@ -464,7 +475,7 @@ def read_payload_window(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if start is not None and end is not None and _to_utc(start) >= _to_utc(end):
+    if start is not None and end is not None and to_utc(start) >= to_utc(end):
         raise PayloadLogError(f"window start {start} is not before end {end}")
     fs, _ = resolve_destination(log_dir, filesystem)
     paths = list_payload_files(log_dir, model_name=model_name, start=start, end=end, filesystem=filesystem)
@@ -475,9 +486,9 @@ def read_payload_window(
     frame = pa.concat_tables(tables, promote_options="default").to_pandas()
     mask = pd.Series(True, index=frame.index)
     if start is not None:
-        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] >= pd.Timestamp(_to_utc(start))
+        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] >= pd.Timestamp(to_utc(start))
     if end is not None:
-        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] < pd.Timestamp(_to_utc(end))
+        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] < pd.Timestamp(to_utc(end))
     return frame.loc[mask].sort_values(PAYLOAD_COLUMN_TIMESTAMP, kind="stable").reset_index(drop=True)
 
 
@@ -485,5 +496,5 @@ def window_bounds(end: datetime | None, hours: float) -> tuple[datetime, datetim
     """The `[end - hours, end)` window a scheduled check reads (end defaults to now, UTC)."""
     if hours <= 0:
         raise PayloadLogError(f"window hours must be > 0, got {hours}")
-    stop = _to_utc(end) if end is not None else datetime.now(UTC)
+    stop = to_utc(end) if end is not None else datetime.now(UTC)
     return stop - timedelta(hours=hours), stop

@@ -90,7 +90,8 @@ def logger_spec(
     return spec
 
 
-def _parse_time(text: str | None) -> datetime:
+def parse_rfc3339(text: str | None) -> datetime:
+    """An RFC 3339 time as Go writes it (nanoseconds allowed) in UTC; empty means now."""
     if not text:
         return datetime.now(UTC)
     try:
@@ -151,7 +152,7 @@ def decode_cloudevent(headers: Mapping[str, str], body: bytes) -> InferenceEvent
     return InferenceEvent(
         id=str(event_id),
         type=str(event_type),
-        time=_parse_time(attributes.get("time")),
+        time=parse_rfc3339(attributes.get("time")),
         inference_service=str(attributes.get("inferenceservicename", "")),
         namespace=str(attributes.get("namespace", "")),
         payload=data,

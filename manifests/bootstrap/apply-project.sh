@@ -12,8 +12,10 @@ kubectl apply -k "${here}/../overlays/${overlay}"
 # No credentials in git: copy KFP's own (Secret kubeflow/mlpipeline-minio-artifact) into our annotated Secret.
 access_key="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.accesskey}')"
 secret_key="$(kubectl -n kubeflow get secret mlpipeline-minio-artifact -o jsonpath='{.data.secretkey}')"
-kubectl -n "${MODELS_NAMESPACE}" patch secret kfp-object-store --type merge \
-  -p "{\"data\":{\"AWS_ACCESS_KEY_ID\":\"${access_key}\",\"AWS_SECRET_ACCESS_KEY\":\"${secret_key}\"}}"
+patch_file="$(umask 077 && mktemp)"   # keys go through a private file, not the process list
+trap 'rm -f "${patch_file}"' EXIT
+printf '{"data":{"AWS_ACCESS_KEY_ID":"%s","AWS_SECRET_ACCESS_KEY":"%s"}}' "${access_key}" "${secret_key}" >"${patch_file}"
+kubectl -n "${MODELS_NAMESPACE}" patch secret kfp-object-store --type merge --patch-file "${patch_file}"
 
 runner="system:serviceaccount:kubeflow:pipeline-runner"
 for verb in get create patch delete; do

@@ -3,20 +3,38 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+import yaml
 from fake_kube_api import FakeKubeApi, FakePredictor
 from kserve_webhook import webhook_errors
-from kube_schemas import crd_errors
+from kube_schemas import MANIFESTS, SHARED_SCHEMAS, crd_errors
 
-from components.constants import DEFAULT_MODEL_NAME
+from components.constants import DEFAULT_MODEL_NAME, DEPLOYER_ROLE_NAME, INFERENCE_SERVICE_PLURAL, KSERVE_GROUP
+
+
+def deployer_role_verbs() -> set[str]:
+    """Verbs the project's Role grants on InferenceServices (manifests/base/rbac.yaml), as the API server reads it."""
+    documents = yaml.safe_load_all((MANIFESTS / "base" / "rbac.yaml").read_text())
+    (role,) = [d for d in documents if d and d["kind"] == "Role" and d["metadata"]["name"] == DEPLOYER_ROLE_NAME]
+    return {
+        verb
+        for rule in role["rules"]
+        if KSERVE_GROUP in rule["apiGroups"] and INFERENCE_SERVICE_PLURAL in rule["resources"]
+        for verb in rule["verbs"]
+    }
 
 
 @pytest.fixture
-def fake_api(shared_schemas: Path) -> Iterator[FakeKubeApi]:
-    """A running fake API server that rejects what KServe's CRD schema (made strict) and webhook would reject."""
-    api = FakeKubeApi(validator=lambda obj: crd_errors(obj, shared_schemas), webhook=webhook_errors)
+def fake_api() -> Iterator[FakeKubeApi]:
+    """A running fake API server that enforces the project's Role for the caller and rejects what KServe's webhook
+    and CRD schema (made strict; when ../shared/schemas is present, as on team machines and CI) would reject."""
+    schemas = SHARED_SCHEMAS if SHARED_SCHEMAS.is_dir() else None
+    api = FakeKubeApi(
+        validator=(lambda obj: crd_errors(obj, schemas)) if schemas else None,
+        webhook=webhook_errors,
+        allowed_verbs=deployer_role_verbs(),
+    )
     api.start()
     yield api
     api.stop()

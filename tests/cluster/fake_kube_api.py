@@ -104,6 +104,8 @@ class FakeKubeApi:
     namespaces: set[str] = field(default_factory=lambda: {"kserve-models"})
     controller: ControllerScript = ready_always
     forbidden_verbs: set[str] = field(default_factory=set)
+    allowed_verbs: set[str] | None = None
+    """RBAC of the caller: verbs outside this set are 403 (None: everything not forbidden is allowed)."""
     user: str = DEFAULT_USER
     validator: Callable[[dict[str, Any]], list[str]] | None = None
     """CRD schema check: errors become 422 Invalid."""
@@ -189,7 +191,7 @@ class FakeKubeApi:
             return 404, _status(404, "NotFound", "the server could not find the requested resource")
         namespace = (item or collection).group(1)  # type: ignore[union-attr]
         name = item.group(2) if item else None
-        if verb in self.forbidden_verbs:
+        if verb in self.forbidden_verbs or (self.allowed_verbs is not None and verb not in self.allowed_verbs):
             target = f'{RESOURCE} "{name}"' if name else RESOURCE
             return 403, _status(
                 403,

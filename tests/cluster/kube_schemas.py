@@ -19,6 +19,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
+SHARED_SCHEMAS = REPO.parent / "shared" / "schemas"
+"""KServe CRD schemas beside the repo (team machines and CI); tests that need them skip without."""
 VERSIONS_ENV = MANIFESTS / "bootstrap" / "versions.env"
 CRD_SCHEMA_FILES = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "kserve-inferenceservice-v1beta1.json",
@@ -111,8 +113,26 @@ def crd_errors(obj: dict[str, Any], schema_dir: Path) -> list[str]:
     return errors + metadata_errors(obj.get("metadata") or {})
 
 
+_QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def key_errors(kind: str, keys: Any) -> list[str]:
+    """The API server's rules for label and annotation keys: optional DNS-subdomain prefix, '/', 63-char name."""
+    errors = []
+    for key in keys:
+        prefix, _, name = key.rpartition("/")
+        if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+            errors.append(f"metadata/{kind}: key {key!r} has an invalid prefix")
+        if not name or len(name) > 63 or not _QUALIFIED_NAME.match(name):
+            errors.append(f"metadata/{kind}: key {key!r} has an invalid name part")
+    return errors
+
+
 def metadata_errors(metadata: dict[str, Any]) -> list[str]:
-    """Validate `metadata` as a strict ObjectMeta (the CRD schema only says `type: object`)."""
+    """Validate `metadata` as a strict ObjectMeta (the CRD schema only says `type: object`), plus the key and
+    label-value formats the API server enforces beyond the OpenAPI schema."""
     import kubernetes_validate
 
     probe = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata}
@@ -120,7 +140,14 @@ def metadata_errors(metadata: dict[str, Any]) -> list[str]:
         kubernetes_validate.validate(probe, kubernetes_version(), strict=True)
     except kubernetes_validate.ValidationError as exc:
         return [f"metadata/{'/'.join(str(p) for p in list(exc.path)[1:])}: {exc.message}"]
-    return []
+    labels = metadata.get("labels") or {}
+    errors = key_errors("labels", labels) + key_errors("annotations", metadata.get("annotations") or {})
+    errors += [
+        f"metadata/labels: value {v!r} of {k!r} is not a valid label value"
+        for k, v in labels.items()
+        if len(str(v)) > 63 or not _LABEL_VALUE.match(str(v))
+    ]
+    return errors
 
 
 def builtin_errors(obj: dict[str, Any]) -> list[str]:

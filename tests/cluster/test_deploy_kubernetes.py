@@ -294,7 +294,7 @@ def test_missing_namespace_says_which_overlay_to_apply(make_model_dir, fake_api,
 
 
 def test_an_object_the_crd_schema_rejects_fails_with_the_servers_message(
-    make_model_dir, fake_api, api_client, predictor, instances
+    make_model_dir, fake_api, api_client, predictor, instances, shared_schemas
 ):
     _, card = make_model_dir()
     manifest = manifest_for(card, URI_A)
@@ -431,3 +431,16 @@ def test_a_canary_request_without_a_live_service_is_a_plain_first_deploy(
     assert result.action == ACTION_CREATED and result.canary_traffic_percent is None
     assert "canary" not in stored["spec"]
     assert CANARY_ANNOTATION not in stored["metadata"]["annotations"]
+
+
+def test_the_projects_role_is_what_the_fake_enforces_and_it_suffices(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    # Every test here runs as a caller holding only the Role in manifests/base/rbac.yaml: create, patch,
+    # rollback by patch and rollback by delete all worked above. Pin the Role's verbs so widening it is a choice.
+    assert fake_api.allowed_verbs == {"get", "create", "patch", "delete"}
+    _, card = make_model_dir()
+    predictor.broken = True
+    with pytest.raises(SmokeTestFailedError):
+        deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)  # create, then delete
+    assert set(fake_api.methods()) == {"GET", "POST", "DELETE"}

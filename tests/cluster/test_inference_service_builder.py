@@ -67,11 +67,12 @@ def test_lineage_annotations_record_run_model_data_and_metrics(make_model_dir):
 
 def test_lineage_annotations_are_valid_object_metadata(make_model_dir, shared_schemas: Path):
     _, card = make_model_dir()
+    odd_metrics = {"roc_auc_ovr": float("nan"), "x/y": 1, "a" * 55 + "-" + "b" * 20: 0.5, "  ": 2}
     manifest = build_inference_service(
         name="iris",
         namespace="models",
         storage_uri=URI,
-        annotations=lineage_annotations(card, run_id="r", metrics={"roc_auc_ovr": float("nan"), "x/y": 1}),
+        annotations=lineage_annotations(card, run_id="r", metrics=odd_metrics),
     )
     assert crd_errors(manifest, shared_schemas) == []
 

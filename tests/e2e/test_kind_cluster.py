@@ -107,7 +107,7 @@ def deployed_run(custom_api, tmp_path_factory) -> str:
             "deploy_target": DEPLOY_TARGET_KUBERNETES,
             "namespace": DEFAULT_NAMESPACE,
             "model_name": DEFAULT_MODEL_NAME,
-            "service_account": MODEL_READER_SERVICE_ACCOUNT,
+            "predictor_service_account": MODEL_READER_SERVICE_ACCOUNT,
         },
         service_account=KFP_RUN_SERVICE_ACCOUNT,
         experiment="e2e",

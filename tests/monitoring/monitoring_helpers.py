@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pandas as pd
 
+from components.constants import MODEL_SHA256_ANNOTATION
 from components.monitoring.payload_log import PayloadLogWriter
 
 IRIS_TRAIN_ROWS = 120
@@ -26,3 +29,23 @@ def write_log(log_dir: Path, frame: pd.DataFrame, *, model_name: str, prediction
         labels = predictions if predictions is not None else [0] * len(rows)
         for start in range(0, len(rows), 10):
             writer.record(rows[start : start + 10], labels[start : start + 10])
+
+
+def log_request(record_id: str, kind: str, body: dict, when: str) -> dict:
+    """A LogRequest as Go's encoding/json writes it (kserve pkg/logger/types.go): []byte as base64, *url.URL as
+    a struct, time.Time as RFC 3339 with nanoseconds."""
+    return {
+        "url": {"Scheme": "s3", "Host": "mlpipeline", "Path": "/payload-logs"},
+        "bytes": base64.b64encode(json.dumps(body).encode()).decode(),
+        "contentType": "application/json",
+        "reqType": kind,
+        "id": record_id,
+        "sourceUri": {"Scheme": "http", "Host": "localhost:8080", "Path": "/"},
+        "inferenceService": "sklearn-iris",
+        "namespace": "kserve-models",
+        "component": "predictor",
+        "endpoint": "default",
+        "metadata": {},
+        "annotations": {MODEL_SHA256_ANNOTATION: "ab" * 32},
+        "occurrenceTime": when,
+    }

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from monitoring_helpers import shift_feature, write_log
+from monitoring_helpers import log_request, shift_feature, write_log
 
 from components.constants import (
     DEFAULT_IMAGE,
@@ -49,7 +49,7 @@ def run(log_dir: Path, model_dir: Path, request_dir: Path, **kwargs) -> None:
 
 
 def only_report(root: Path) -> dict:
-    (path,) = root.glob("*/check-drift-op/drift_report/drift_report.json")
+    (path,) = root.glob("*/check-drift/drift_report/drift_report.json")
     return json.loads(path.read_text())
 
 
@@ -66,7 +66,7 @@ def test_in_distribution_traffic_reports_ok_and_requests_nothing(
     report = only_report(local_kfp)
     assert report["status"] == DRIFT_STATUS_OK and report["records"] == 400
     assert not (tmp_path / "requests" / RETRAIN_REQUEST_FILENAME).exists()
-    (html,) = local_kfp.glob("*/check-drift-op/report_html")
+    (html,) = local_kfp.glob("*/check-drift/report_html")
     assert html.read_text().count("<svg") == 4
 
 
@@ -116,17 +116,17 @@ def test_compiled_pipeline_has_the_check_and_both_branches(tmp_path: Path) -> No
     compiler.Compiler().compile(monitoring_pipeline, str(package))
     spec, platform = yaml.safe_load_all(package.read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"check-drift-op", "condition-1", "condition-2"}
+    assert set(tasks) == {"check-drift", "condition-1", "condition-2"}
     conditions = {t["triggerPolicy"]["condition"] for n, t in tasks.items() if n.startswith("condition")}
     assert conditions == {
-        "inputs.parameter_values['pipelinechannel--check-drift-op-Output'] == 'retrain'",
-        "inputs.parameter_values['pipelinechannel--check-drift-op-Output'] == 'fail'",
+        "inputs.parameter_values['pipelinechannel--check-drift-Output'] == 'retrain'",
+        "inputs.parameter_values['pipelinechannel--check-drift-Output'] == 'fail'",
     }
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {DEFAULT_IMAGE}
-    assert tasks["check-drift-op"]["cachingOptions"] == {}  # caching off: new logs, same parameters
+    assert tasks["check-drift"]["cachingOptions"] == {}  # caching off: new logs, same parameters
     # on a cluster the check reads the object store with KFP's own Secret
-    (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-check-drift-op"]["secretAsEnv"]
+    (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-check-drift"]["secretAsEnv"]
     assert secret["secretName"] == KFP_ARTIFACT_SECRET_NAME and secret["optional"] is True
     assert {k["secretKey"]: k["envVar"] for k in secret["keyToEnv"]} == KFP_ARTIFACT_SECRET_KEYS
 
@@ -146,3 +146,39 @@ def test_command_line_runs_locally_and_exits_nonzero_only_on_failure(
     assert f"drift: drift in 1 of 4 features: {column}" in capsys.readouterr().out
     assert main([*common, "--on_drift", "fail"]) == 1
     assert "monitoring run failed" in capsys.readouterr().out
+
+
+def test_the_image_is_chosen_in_one_place(tmp_path: Path) -> None:
+    from kfp import compiler
+
+    from components.monitoring.pipeline_def import make_monitoring_pipeline
+
+    package = tmp_path / "monitoring_pipeline.yaml"
+    compiler.Compiler().compile(make_monitoring_pipeline("registry.example/kfp-sklearn-kserve:9.9"), str(package))
+    spec, _ = yaml.safe_load_all(package.read_text())
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example/kfp-sklearn-kserve:9.9"}
+
+
+@pytest.mark.slow
+def test_kserve_blob_logs_are_checked_the_same_way(
+    local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from components.constants import CE_TYPE_INFERENCE_REQUEST, CE_TYPE_INFERENCE_RESPONSE, LOG_FORMAT_KSERVE_JSON
+
+    column = "sepal length (cm)"
+    window = shift_feature(resample(iris_frame, 300, seed=6), column, 0.5 * iris_frame[column].std())
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    records = []
+    for i, row in enumerate(window.to_numpy().tolist()):
+        records.append(log_request(f"id{i}", CE_TYPE_INFERENCE_REQUEST, {"instances": [row]}, now))
+        records.append(log_request(f"id{i}", CE_TYPE_INFERENCE_RESPONSE, {"predictions": [1]}, now))
+    folder = tmp_path / "kserve-logs" / "kserve-models" / DEFAULT_MODEL_NAME / "predictor"
+    folder.mkdir(parents=True)
+    (folder / "id0-request.json").write_text(json.dumps(records))
+    run(tmp_path / "kserve-logs", iris_model_dir, tmp_path / "requests", log_format=LOG_FORMAT_KSERVE_JSON)
+    report = only_report(local_kfp)
+    assert report["status"] == DRIFT_STATUS_DRIFT and report["records"] == 300
+    assert read_retrain_request(tmp_path / "requests").drifted_features == [column]

@@ -53,7 +53,8 @@ def test_close_writes_every_recorded_row_from_many_threads(tmp_path: Path) -> No
     frame = read_payload_window(tmp_path, model_name="iris", start=None, end=None)
     expected = threads * calls_per_thread * rows_per_call
     assert len(frame) == expected
-    assert writer.stats().written == expected and writer.stats().dropped == 0 and writer.stats().failed == 0
+    stats = writer.stats()
+    assert stats.recorded == stats.written == expected and stats.dropped == 0 and stats.failed == 0
     # every produced value arrives exactly rows_per_call times, with its own prediction
     counts = frame["sepal length (cm)"].value_counts()
     assert len(counts) == threads * calls_per_thread and (counts == rows_per_call).all()
