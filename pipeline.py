@@ -4,6 +4,7 @@
     python pipeline.py run [--serve]              run it here with kfp.local, then optionally serve the model
     python pipeline.py serve [--port N]           serve the model the last local run deployed (KServe V1/V2)
     python pipeline.py submit --endpoint URL      compile and start a run on a KFP cluster
+    python pipeline.py monitor --log_dir D --model_dir M   the drift-check pipeline under kfp.local
 
 With no arguments it compiles, like every KFP example.
 """
@@ -39,11 +40,13 @@ from components.constants import (
     DEPLOY_TARGETS,
     LOCAL_STORE_DIRNAME,
     MODEL_FAMILIES,
+    MONITORING_PIPELINE_FILENAME,
 )
 from components.ops import Components, build_components
 
 PIPELINE_NAME = "sklearn-kserve-training"
 PIPELINE_FILE = Path(__file__).resolve().with_name("pipeline.yaml")
+MONITORING_PIPELINE_FILE = PIPELINE_FILE.with_name(MONITORING_PIPELINE_FILENAME)
 DEFAULT_MIN_ACCURACY = 0.9
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SEED = 42
@@ -145,6 +148,14 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
 def compile_pipeline(output: Path = PIPELINE_FILE, *, image: str = DEFAULT_IMAGE) -> Path:
     """Write the pipeline YAML that `kfp run create` and the KFP UI accept."""
     compiler.Compiler().compile(make_training_pipeline(image), package_path=str(output))
+    return output
+
+
+def compile_monitoring_pipeline(output: Path = MONITORING_PIPELINE_FILE, *, image: str = DEFAULT_IMAGE) -> Path:
+    """Write the monitoring (drift check + retraining trigger) pipeline's YAML, for a KFP recurring run."""
+    from components.monitoring.pipeline_def import make_monitoring_pipeline
+
+    compiler.Compiler().compile(make_monitoring_pipeline(image), package_path=str(output))
     return output
 
 
@@ -289,7 +300,9 @@ def _curl_example(model_name: str, host: str, port: int, n_features: int) -> str
     )
 
 
-def serve_deployed(store: Path, *, model_name: str, host: str, port: int, workers: int = 1) -> None:
+def serve_deployed(
+    store: Path, *, model_name: str, host: str, port: int, workers: int = 1, payload_log_dir: Path | None = None
+) -> None:
     """Serve the live local deployment of `model_name` with the project's KServe model server (blocks)."""
     from components.local_store import current
     from components.model_artifact import read_model_card
@@ -299,8 +312,17 @@ def serve_deployed(store: Path, *, model_name: str, host: str, port: int, worker
     card = read_model_card(Path(deployment.model_dir))
     print(f"Serving '{model_name}' version {deployment.version} from {deployment.model_dir}")
     print(f"  V1 predict: {_curl_example(model_name, host, port, len(card.feature_names))}")
+    if payload_log_dir is not None:
+        print(f"  Logging predictions to {payload_log_dir} (check drift: python pipeline.py monitor --help)")
     print("  Ctrl-C stops the server.")
-    serve(Path(deployment.model_dir), model_name=model_name, host=host, port=port, workers=workers)
+    serve(
+        Path(deployment.model_dir),
+        model_name=model_name,
+        host=host,
+        port=port,
+        workers=workers,
+        payload_log_dir=payload_log_dir,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -312,14 +334,17 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
 
-    compile_cmd = commands.add_parser("compile", help="write pipeline.yaml")
-    compile_cmd.add_argument("--output", type=Path, default=PIPELINE_FILE)
+    compile_cmd = commands.add_parser("compile", help="write pipeline.yaml and monitoring_pipeline.yaml")
+    compile_cmd.add_argument("--output", type=Path, default=PIPELINE_FILE, help="the monitoring YAML goes beside it")
     compile_cmd.add_argument("--image", default=DEFAULT_IMAGE, help="image of every component (default: %(default)s)")
 
     def add_serve_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT)
         cmd.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s, this machine only)")
         cmd.add_argument("--workers", type=int, default=1)
+        cmd.add_argument(
+            "--payload-log-dir", type=Path, default=None, help="log every prediction here (Parquet) for drift checks"
+        )
 
     def add_root(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--root", type=Path, default=Path(DEFAULT_LOCAL_ROOT), help="local outputs (%(default)s)")
@@ -386,11 +411,21 @@ def _parse_submit_args(pairs: Sequence[str]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python pipeline.py`."""
-    args = _parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["monitor"]:
+        from components.monitoring.__main__ import main as monitor
+
+        return monitor(argv[1:])
+    args = _parse_args(argv)
     command = args.command or "compile"
     if command == "compile":
-        output = compile_pipeline(getattr(args, "output", PIPELINE_FILE), image=getattr(args, "image", DEFAULT_IMAGE))
-        print(f"wrote {output}")
+        output = getattr(args, "output", PIPELINE_FILE)
+        image = getattr(args, "image", DEFAULT_IMAGE)
+        for written in (
+            compile_pipeline(output, image=image),
+            compile_monitoring_pipeline(output.with_name(MONITORING_PIPELINE_FILENAME), image=image),
+        ):
+            print(f"wrote {written}")
         return 0
     if command == "submit":
         from components.submit import SubmitError, submit_pipeline
@@ -427,7 +462,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from components.local_store import NothingDeployedError
 
     try:
-        serve_deployed(store, model_name=args.model_name, host=args.host, port=args.port, workers=args.workers)
+        serve_deployed(
+            store,
+            model_name=args.model_name,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            payload_log_dir=args.payload_log_dir,
+        )
     except NothingDeployedError as exc:
         print(str(exc), file=sys.stderr)
         return 1

@@ -79,3 +79,15 @@ def test_the_committed_pipeline_yaml_is_in_step_with_the_code(tmp_path):
 def test_no_secret_lands_in_the_compiled_yaml():
     text = Path(pipeline.PIPELINE_FILE).read_text()
     assert not re.search(r"AKIA[0-9A-Z]{16}|password|token:|secretkey|[A-Za-z0-9+/]{60,}={0,2}", text)
+
+
+def test_compile_writes_the_monitoring_pipeline_beside_it_on_the_same_image(tmp_path):
+    assert pipeline.main(["compile", "--output", str(tmp_path / "pipeline.yaml"), "--image", CUSTOM_IMAGE]) == 0
+    monitoring = yaml.safe_load((tmp_path / "monitoring_pipeline.yaml").read_text())
+    images = {e["container"]["image"] for e in monitoring["deploymentSpec"]["executors"].values()}
+    assert images == {CUSTOM_IMAGE}
+    assert {"log_dir", "model_dir", "on_drift"} <= set(monitoring["root"]["inputDefinitions"]["parameters"])
+    committed = Path(pipeline.MONITORING_PIPELINE_FILE)
+    fresh = tmp_path / "fresh.yaml"
+    pipeline.compile_monitoring_pipeline(fresh, image=DEFAULT_IMAGE)
+    assert committed.read_text() == fresh.read_text(), "run `make compile` and commit monitoring_pipeline.yaml"

@@ -4,7 +4,8 @@
 # Debian bookworm minbase (debootstrap) + Debian's python3 (3.11) + a virtual environment AT /usr/local, so
 # /usr/local/bin/python3 and /usr/local/bin/pip exist where the official image has them and the Dockerfile
 # works unchanged on either base. The root filesystem tarball is cached under $CACHE_DIR, keyed by this
-# script's content, so a second CI run imports it in seconds; a machine without the cache builds it (~2 min).
+# scripts' content and rebuilt weekly (security updates); a second CI run reuses it in seconds, a machine
+# without the cache builds it (1-3 min).
 #
 # Usage: build-base.sh [--refresh]   (--refresh ignores the cache, e.g. to pick up Debian security updates)
 set -euo pipefail
@@ -16,6 +17,10 @@ refresh=0
 
 key="$(cat "$0" "$(dirname "$0")/lib.sh" | sha256sum | cut -c1-16)"
 tarball="${CACHE_DIR}/base-${DEBIAN_SUITE}-py311-${key}.tar"
+# Rebuild weekly anyway, so the base picks up Debian security updates without anyone remembering --refresh.
+if [[ ! -s $tarball || -n "$(find "$tarball" -mtime +"$BASE_MAX_AGE_DAYS" 2>/dev/null)" ]]; then
+    refresh=1
+fi
 # The image label records which cache key built it, so a changed script never reuses a stale base.
 if ((refresh == 0)) && [[ "$("${PODMAN[@]}" image inspect --format '{{ index .Labels "io.kfp-sklearn-kserve.base-cache-key" }}' \
     "$BASE_IMAGE_NAME" 2>/dev/null || true)" == "$key" ]]; then
@@ -23,8 +28,8 @@ if ((refresh == 0)) && [[ "$("${PODMAN[@]}" image inspect --format '{{ index .La
     exit 0
 fi
 
-if ((refresh == 1)) || [[ ! -s $tarball ]]; then
-    log "building the base root filesystem with debootstrap ($DEBIAN_SUITE minbase); first run only"
+if ((refresh == 1)); then
+    log "building the base root filesystem with debootstrap ($DEBIAN_SUITE minbase): no current cache"
     start=$SECONDS
     rootfs="$(mktemp -d /var/tmp/kfp-base-rootfs.XXXXXX)"
     trap 'rm -rf "$rootfs"' EXIT

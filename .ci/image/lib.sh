@@ -9,6 +9,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
 # Cache of the debootstrap base between CI runs on the same machine (never needed for correctness).
 CACHE_DIR="${KFP_IMAGE_CACHE_DIR:-/var/cache/kfp-sklearn-kserve}"
+BASE_MAX_AGE_DAYS="${KFP_IMAGE_BASE_MAX_AGE_DAYS:-7}"
 DEBIAN_SUITE="bookworm"                # its python3 is 3.11, like the official python:3.11-slim
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 DEBIAN_SECURITY_MIRROR="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"

@@ -31,6 +31,7 @@ from typing import Any
 from components.constants import (
     CE_TYPE_INFERENCE_REQUEST,
     CE_TYPE_INFERENCE_RESPONSE,
+    DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SINK_PORT,
     KSERVE_LOGGER_MODES,
     MODEL_SHA256_ANNOTATION,
@@ -319,8 +320,17 @@ class PayloadEventSink:
         self.stats.records += len(rows)
 
 
-def build_app(sink: PayloadEventSink, *, expire_every_s: float = 10.0) -> Any:
-    """A Starlette app: `POST /` takes events, `GET /healthz` and `GET /stats` report."""
+def build_app(
+    sink: PayloadEventSink, *, expire_every_s: float = 10.0, max_body_bytes: int = 4 * DEFAULT_MAX_BODY_BYTES
+) -> Any:
+    """A Starlette app: `POST /` takes events, `GET /healthz` and `GET /stats` report.
+
+    Args:
+        sink: Where decoded events go.
+        expire_every_s: How often unpaired halves are expired.
+        max_body_bytes: Larger events get 413 (the predictor caps its own bodies at `DEFAULT_MAX_BODY_BYTES`;
+            a response with probabilities can be larger than its request).
+    """
     import asyncio
     import contextlib
     from dataclasses import asdict
@@ -331,7 +341,12 @@ def build_app(sink: PayloadEventSink, *, expire_every_s: float = 10.0) -> Any:
     from starlette.routing import Route
 
     async def receive(request: Request) -> JSONResponse:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body_bytes:
+            return JSONResponse({"error": f"event larger than {max_body_bytes} bytes"}, status_code=413)
         body = await request.body()
+        if len(body) > max_body_bytes:
+            return JSONResponse({"error": f"event larger than {max_body_bytes} bytes"}, status_code=413)
         try:
             sink.handle(dict(request.headers), body)
         except CloudEventError as error:
@@ -392,6 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--batch_size", type=int, default=1000)
     parser.add_argument("--flush_interval_s", type=float, default=60.0)
+    parser.add_argument("--max_body_bytes", type=int, default=4 * DEFAULT_MAX_BODY_BYTES, help="larger events: 413")
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104  # a pod must listen on its own IP
     parser.add_argument("--port", type=int, default=DEFAULT_SINK_PORT)
     args = parser.parse_args(argv)
@@ -427,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO)
     sink = PayloadEventSink(factory, mode=args.mode, default_model_sha256=args.model_sha256)
-    uvicorn.run(build_app(sink), host=args.host, port=args.port)
+    uvicorn.run(build_app(sink, max_body_bytes=args.max_body_bytes), host=args.host, port=args.port)
 
 
 if __name__ == "__main__":

@@ -147,3 +147,13 @@ def test_a_broken_destination_never_reaches_the_caller(tmp_path: Path) -> None:
     writer.record(np.ones((3, 4)), [0, 1, 2])  # must not raise: the prediction already succeeded
     writer.close()
     assert writer.stats().failed == 3 and writer.stats().written == 0
+
+
+def test_object_store_locations_resolve_to_an_s3_filesystem() -> None:
+    import pyarrow.fs as pafs
+
+    from components.monitoring.payload_log import open_filesystem
+
+    fs, path = open_filesystem("minio://mlpipeline/payload-logs", s3_endpoint="http://seaweedfs.kubeflow:9000")
+    assert isinstance(fs, pafs.S3FileSystem) and path == "mlpipeline/payload-logs"
+    assert open_filesystem("/var/logs/payload") == (None, "/var/logs/payload")

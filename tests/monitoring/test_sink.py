@@ -198,3 +198,10 @@ def test_the_sha256_annotation_is_the_one_deploy_writes() -> None:
 
     assert LINEAGE_MODEL_SHA256 == MODEL_SHA256_ANNOTATION
     assert MODEL_SHA256_ANNOTATION in logger_spec("http://sink")["metadataAnnotations"]
+
+
+def test_oversized_events_get_413(sink) -> None:
+    with TestClient(build_app(sink, max_body_bytes=100)) as client:
+        big = request_body([[1.0, 2.0, 3.0, 4.0]] * 20)
+        response = client.post("/", content=big, headers=kserve_headers("big", CE_TYPE_INFERENCE_REQUEST))
+    assert response.status_code == 413 and sink.stats.events == 0
