@@ -83,7 +83,8 @@ def test_no_secret_lands_in_the_compiled_yaml():
 
 def test_compile_writes_the_monitoring_pipeline_beside_it_on_the_same_image(tmp_path):
     assert pipeline.main(["compile", "--output", str(tmp_path / "pipeline.yaml"), "--image", CUSTOM_IMAGE]) == 0
-    monitoring = yaml.safe_load((tmp_path / "monitoring_pipeline.yaml").read_text())
+    # A second document holds the kfp-kubernetes platform spec (the object-store Secret as env).
+    monitoring = next(yaml.safe_load_all((tmp_path / "monitoring_pipeline.yaml").read_text()))
     images = {e["container"]["image"] for e in monitoring["deploymentSpec"]["executors"].values()}
     assert images == {CUSTOM_IMAGE}
     assert {"log_dir", "model_dir", "on_drift"} <= set(monitoring["root"]["inputDefinitions"]["parameters"])
