@@ -81,6 +81,7 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
         local_store: str = f"{DEFAULT_LOCAL_ROOT}/{LOCAL_STORE_DIRNAME}",
         predictor_service_account: str = "",
         deploy_timeout_seconds: int = int(DEFAULT_DEPLOY_TIMEOUT_SECONDS),
+        payload_logger_url: str = "",
     ) -> TrainingOutputs:
         """Steps: load_data (validate, stratified split) -> train -> evaluate -> deploy, only if the gate passes.
 
@@ -99,6 +100,8 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             predictor_service_account: Predictor service account with the object-store credentials (kubernetes
                 target; empty means `kfp-model-reader` from manifests/base).
             deploy_timeout_seconds: How long deploy waits for the InferenceService to be ready.
+            payload_logger_url: KServe logger sink for payloads, e.g. the one `manifests/monitoring` deploys
+                (`http://payload-logger.kserve-models.svc.cluster.local`); empty: no payload logging.
         """
         data = ops.load_data(dataset=dataset, label_column=label_column, test_fraction=test_fraction, seed=seed)
         data.set_display_name("load and split data")
@@ -129,6 +132,7 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
                 service_account=predictor_service_account,
                 timeout_seconds=deploy_timeout_seconds,
                 run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                payload_logger_url=payload_logger_url,
             )
             deployed.set_display_name("deploy")
             # The cluster changes while the inputs do not: a cached deploy would skip a needed rollout.

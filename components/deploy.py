@@ -45,6 +45,7 @@ def deploy_model(
     metrics: Mapping[str, float],
     service_account: str | None = None,
     timeout_seconds: float = 600.0,
+    payload_logger_url: str = "",
 ) -> DeployOutcome:
     """Deploy the verified model directory to `target`.
 
@@ -61,6 +62,7 @@ def deploy_model(
         service_account: Predictor service account holding the object-store credentials (kubernetes target;
             default `constants.MODEL_READER_SERVICE_ACCOUNT`, which `manifests/base` creates).
         timeout_seconds: How long to wait for the InferenceService to become ready (kubernetes target).
+        payload_logger_url: KServe logger sink for request/response payloads (kubernetes target; empty: none).
     """
     import sklearn
 
@@ -70,6 +72,7 @@ def deploy_model(
         storage_uri_from_artifact,
     )
     from components.model_artifact import verify_model_dir
+    from components.monitoring.sink import logger_spec
 
     if target not in DEPLOY_TARGETS:
         raise ValueError(f"unknown deploy_target '{target}'; choose one of: {', '.join(DEPLOY_TARGETS)}")
@@ -105,6 +108,7 @@ def deploy_model(
         # Without it the storage initializer has no credentials for KFP's object store.
         service_account=service_account or MODEL_READER_SERVICE_ACCOUNT,
         annotations=annotations,
+        logger=logger_spec(payload_logger_url) if payload_logger_url else None,
     )
     result = deploy_inference_service(
         manifest,

@@ -140,6 +140,7 @@ def build_inference_service(
     protocol_version: str = "v1",
     canary_traffic_percent: int | None = None,
     deployment_mode: str = DEPLOYMENT_MODE_STANDARD,
+    logger: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the InferenceService that serves one scikit-learn model directory.
 
@@ -157,6 +158,7 @@ def build_inference_service(
             the wish in an annotation and `deploy_kubernetes` turns it into a `spec.canary` entry beside the live
             predictor (the only place that knows what is live).
         deployment_mode: `Standard` (plain Deployment + Service) or `Knative`, set per object by annotation.
+        logger: `spec.predictor.logger` (payload logging, see `components.monitoring.sink.logger_spec`).
 
     Returns:
         The InferenceService as a JSON-ready dict.
@@ -208,6 +210,8 @@ def build_inference_service(
     }
     if service_account is not None:
         predictor["serviceAccountName"] = service_account
+    if logger is not None:
+        predictor["logger"] = copy.deepcopy(dict(logger))
 
     merged_annotations = {DEPLOYMENT_MODE_ANNOTATION: deployment_mode, **dict(annotations or {})}
     if canary_traffic_percent is not None:

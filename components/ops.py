@@ -136,6 +136,7 @@ def deploy(
     service_account: str,
     timeout_seconds: int,
     run_id: str,
+    payload_logger_url: str,
 ) -> NamedTuple("DeployOutputs", [("endpoint", str), ("status", str)]):  # type: ignore[valid-type]
     """Deploy the model: publish it to the local store, or create/patch a KServe InferenceService and wait."""
     from collections import namedtuple
@@ -154,6 +155,7 @@ def deploy(
         metrics={k: float(v) for k, v in metrics.metadata.items()},
         service_account=service_account or None,
         timeout_seconds=timeout_seconds,
+        payload_logger_url=payload_logger_url,
     )
     Path(manifest.path).write_text(outcome.manifest_yaml)
     manifest.metadata.update({"target": deploy_target, "endpoint": outcome.endpoint, "status": outcome.status})

@@ -61,10 +61,13 @@ def test_deploy_step_creates_the_inference_service_then_patches_it(kubeconfig, f
     assert annotations[LINEAGE_RUN_ID] == "run-1"
     assert annotations[LINEAGE_MODEL_SHA256] == first.manifest["metadata"]["annotations"][LINEAGE_MODEL_SHA256]
     assert predictor.calls >= 1, "the step smoke-tested the endpoint"
+    assert "logger" not in predictor_spec
 
-    again = deploy(model_dir, run_id="run-2", service_account="custom-reader")
+    sink = "http://payload-logger.kserve-models.svc.cluster.local"
+    again = deploy(model_dir, run_id="run-2", service_account="custom-reader", payload_logger_url=sink)
     stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
     assert again.status == "patched"
+    assert stored["spec"]["predictor"]["logger"]["url"] == sink  # accepted by the strict CRD schema in the fake
     assert stored["metadata"]["annotations"][LINEAGE_RUN_ID] == "run-2"
     assert stored["spec"]["predictor"]["serviceAccountName"] == "custom-reader"
 

@@ -129,6 +129,7 @@ def test_deploy_local_publishes_and_writes_the_manifest_it_would_apply(tmp_path,
         service_account="",
         timeout_seconds=5,
         run_id="run-42",
+        payload_logger_url="",
     )
     live = current(tmp_path / "store", "iris-test")
     assert endpoint.endswith("/v1/models/iris-test:predict")
@@ -154,4 +155,5 @@ def test_deploy_refuses_an_unknown_target(tmp_path, model):
             service_account="",
             timeout_seconds=5,
             run_id="r",
+            payload_logger_url="",
         )
