@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 MODEL_NAME = "bench"
 BASELINE, OURS, OURS_WITH_LOG = "baseline", "ours", "ours+access-log"
+RATIOS, SCALING = "ratios", "worker-scaling"
 SERVER_CPU, CLIENT_CPU = "1", "0"
 """One-worker servers and wrk each get their own core, so the load generator does not steal the server's."""
 CONCURRENCIES = (1, 16)
@@ -44,9 +45,11 @@ BATCH_SIZES = (1, 100)
 
 @dataclass
 class Run:
+    phase: str
     model: str
     server: str
     workers: int
+    pinned: bool
     rows: int
     concurrency: int
     requests_per_s: float
@@ -57,9 +60,11 @@ class Run:
 
 @dataclass
 class Startup:
+    phase: str
     model: str
     server: str
     workers: int
+    pinned: bool
     cold_start_s: float
     idle_rss_mb: float
 
@@ -260,13 +265,89 @@ def check_equivalence(port: int, x_test: np.ndarray, expected: np.ndarray, batch
 # --- report -------------------------------------------------------------------------------------------------
 
 
+class Servers:
+    """Start several servers (one after another, so each cold start is measured alone) and stop them all."""
+
+    def __init__(
+        self, wanted: list[tuple[str, int]], model: str, directory: Path, work: Path, cpus: str | None
+    ) -> None:
+        self.wanted, self.model, self.directory, self.work, self.cpus = wanted, model, directory, work, cpus
+        self.started: dict[tuple[str, int], tuple[int, float, float]] = {}
+        self._procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> Servers:
+        try:
+            for kind, workers in self.wanted:
+                port = free_port()
+                log = self.work / f"{self.model}-{kind}-{workers}.log"
+                cpus = self.cpus if workers == 1 else None
+                proc, cold = start_server(kind, self.directory, port, workers, log, cpus)
+                self._procs.append(proc)
+                time.sleep(1.0)
+                self.started[(kind, workers)] = (port, cold, tree_rss_mb(proc.pid))
+                print(f"{self.model} {kind} x{workers}: ready in {cold:.1f}s", flush=True)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def port(self, kind: str, workers: int) -> int:
+        return self.started[(kind, workers)][0]
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self._procs:
+            stop_server(proc)
+
+
+def measure(
+    live: Servers,
+    phase: str,
+    model: str,
+    bodies: dict[int, Path],
+    servers: list[tuple[str, int]],
+    pinned: bool,
+    args,
+    work: Path,
+) -> list[Run]:
+    """Load each server in turn, --repeat rounds per scenario, and keep each server's best round."""
+    client_cpus = CLIENT_CPU if pinned else None
+    runs = []
+    for rows in BATCH_SIZES:
+        for conc in CONCURRENCIES:
+            # The access log costs the same per request whatever the batch; worker scaling needs concurrency.
+            targets = [
+                (kind, w)
+                for kind, w in servers
+                if not (kind == OURS_WITH_LOG and rows != 1) and not (phase == SCALING and conc == 1)
+            ]
+            urls = {t: f"http://127.0.0.1:{live.port(*t)}/v1/models/{MODEL_NAME}:predict" for t in targets}
+            for target in targets:
+                wrk(urls[target], bodies[rows], 4, 1.0, work, client_cpus)  # warm-up
+            # Rounds alternate between servers, so load from elsewhere on the machine hits them alike.
+            attempts: dict[tuple[str, int], list] = {t: [] for t in targets}
+            for _ in range(args.repeat):
+                for target in targets:
+                    attempts[target].append(wrk(urls[target], bodies[rows], conc, args.duration, work, client_cpus))
+            for (kind, workers), tries in attempts.items():
+                rps, p50, p99, _ = max(tries)
+                errors = sum(t[3] for t in tries)
+                runs.append(Run(phase, model, kind, workers, pinned, rows, conc, rps, p50, p99, errors))
+                print(
+                    f"  {kind} x{workers} rows={rows} c={conc}: {rps:,.0f} req/s p50={p50:.2f}ms p99={p99:.2f}ms "
+                    f"errors={errors} (rounds: {[round(t[0]) for t in tries]})",
+                    flush=True,
+                )
+    return runs
+
+
 def markdown(runs: list[Run], startups: list[Startup], workers: list[int]) -> str:
     lines = [
         "| model | rows/req | conc. | baseline req/s | ours req/s (1 worker) | ratio | baseline p50 / p99 ms | "
         "ours p50 / p99 ms | p99 ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    index = {(r.model, r.server, r.workers, r.rows, r.concurrency): r for r in runs}
+    index = {(r.model, r.server, r.workers, r.rows, r.concurrency): r for r in runs if r.phase == RATIOS}
+    scaling = {(r.model, r.workers, r.rows, r.concurrency): r for r in runs if r.phase == SCALING}
     for model in dict.fromkeys(r.model for r in runs):
         for rows in BATCH_SIZES:
             for conc in CONCURRENCIES:
@@ -281,7 +362,9 @@ def markdown(runs: list[Run], startups: list[Startup], workers: list[int]) -> st
                 )
     lines += ["", "| model | server | workers | cold start s | idle RSS MiB |", "|---|---|---:|---:|---:|"]
     lines += [
-        f"| {s.model} | {s.server} | {s.workers} | {s.cold_start_s:.1f} | {s.idle_rss_mb:.0f} |" for s in startups
+        f"| {s.model} | {s.server} | {s.workers} | {s.cold_start_s:.1f} | {s.idle_rss_mb:.0f} |"
+        for s in startups
+        if s.phase == RATIOS or s.workers > 1
     ]
     if len(workers) > 1:
         lines += [
@@ -291,7 +374,7 @@ def markdown(runs: list[Run], startups: list[Startup], workers: list[int]) -> st
         lines.append("|---|---:|---:|" + "---:|" * len(workers))
         for model in dict.fromkeys(r.model for r in runs):
             for rows in BATCH_SIZES:
-                cells = [index.get((model, OURS, w, rows, CONCURRENCIES[-1])) for w in workers]
+                cells = [scaling.get((model, w, rows, CONCURRENCIES[-1])) for w in workers]
                 if all(cells):
                     values = " | ".join(f"{c.requests_per_s:,.0f}" for c in cells if c)
                     lines.append(f"| {model} | {rows} | {CONCURRENCIES[-1]} | {values} |")
@@ -330,47 +413,27 @@ def main() -> None:
     models = train_models(work, args.models)
     runs: list[Run] = []
     startups: list[Startup] = []
-    servers = [(BASELINE, 1)] + [(OURS, w) for w in args.workers] + [(OURS_WITH_LOG, 1)]
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and not args.no_pin
     for model, (directory, x_test, expected) in models.items():
         bodies = {}
         for rows in BATCH_SIZES:
             bodies[rows] = work / f"{model}-{rows}.json"
             bodies[rows].write_text(json.dumps({"instances": x_test[:rows].tolist()}))
-        for kind, workers in servers:
-            server_cpus = SERVER_CPU if pin and workers == 1 else None
-            client_cpus = CLIENT_CPU if server_cpus else None
-            port = free_port()
-            log = work / f"{model}-{kind}-{workers}.log"
-            proc, cold = start_server(kind, directory, port, workers, log, server_cpus)
-            try:
-                time.sleep(1.0)
-                startups.append(Startup(model, kind, workers, cold, tree_rss_mb(proc.pid)))
-                print(f"{model} {kind} x{workers}: ready in {cold:.1f}s", flush=True)
-                if kind == OURS and workers == 1:
-                    check_equivalence(port, x_test, expected)
-                url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
-                for rows in BATCH_SIZES:
-                    if kind == OURS_WITH_LOG and rows != 1:
-                        continue  # the access log costs the same per request whatever the batch
-                    wrk(url, bodies[rows], 4, 1.0, work, client_cpus)  # warm-up
-                    for conc in CONCURRENCIES:
-                        if workers > 1 and conc == 1:
-                            continue  # extra workers only matter with concurrent clients
-                        # Best of N: other load on a shared machine only ever slows a run down.
-                        attempts = [
-                            wrk(url, bodies[rows], conc, args.duration, work, client_cpus) for _ in range(args.repeat)
-                        ]
-                        rps, p50, p99, errors = max(attempts)
-                        errors = sum(a[3] for a in attempts)
-                        runs.append(Run(model, kind, workers, rows, conc, rps, p50, p99, errors))
-                        print(
-                            f"  rows={rows} c={conc}: {rps:,.0f} req/s p50={p50:.2f}ms p99={p99:.2f}ms "
-                            f"errors={errors} (best of {[round(a[0]) for a in attempts]})",
-                            flush=True,
-                        )
-            finally:
-                stop_server(proc)
+        # Phase A, the ratios: baseline and ours side by side on one pinned core, measured in turn.
+        phase_a = [(BASELINE, 1), (OURS, 1), (OURS_WITH_LOG, 1)]
+        # Phase B, worker scaling: ours with 1 and N workers, free to use every core.
+        phase_b = [(OURS, w) for w in args.workers] if len(args.workers) > 1 else []
+        for name, phase, pinned in ((RATIOS, phase_a, pin), (SCALING, phase_b, False)):
+            if not phase:
+                continue
+            with Servers(phase, model, directory, work, SERVER_CPU if pinned else None) as live:
+                startups += [
+                    Startup(name, model, kind, w, pinned, cold, rss)
+                    for (kind, w), (_, cold, rss) in live.started.items()
+                ]
+                if name == RATIOS:
+                    check_equivalence(live.port(OURS, 1), x_test, expected)
+                runs += measure(live, name, model, bodies, phase, pinned, args, work)
     table = markdown(runs, startups, args.workers)
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)

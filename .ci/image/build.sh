@@ -12,6 +12,10 @@ base_args=()
 [[ ${1:-} == --refresh-base ]] && base_args=(--refresh)
 
 total_start=$SECONDS
+# Two CI runs on one machine share the cache and the image tag: take turns.
+mkdir -p "$CACHE_DIR"
+exec 9>"$CACHE_DIR/build.lock"
+flock 9
 "$(dirname "$0")/install-tools.sh"
 "$(dirname "$0")/build-base.sh" "${base_args[@]}"
 
@@ -41,7 +45,8 @@ context_key="$(
     cd "$REPO_ROOT"
     {
         "${PODMAN[@]}" image inspect --format '{{.Id}}' "$BASE_IMAGE_NAME"
-        find Dockerfile .dockerignore pyproject.toml requirements.lock README.md components .ci/image -type f \
+        find Dockerfile .dockerignore pyproject.toml requirements.lock README.md components .ci/image/build.sh \
+            .ci/image/lib.sh -type f \
             ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 2>/dev/null | sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-16
 )"

@@ -25,8 +25,7 @@ project_image() {
 }
 
 project_version() {
-    python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
-        "${REPO_ROOT}/pyproject.toml"
+    sed -n 's/^version = "\(.*\)"$/\1/p' "${REPO_ROOT}/pyproject.toml" | head -n 1
 }
 
 log() { printf '>> [image %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }

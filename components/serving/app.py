@@ -84,14 +84,15 @@ class ServingMiddleware:
         if target is None or not isinstance(model, SklearnModel) or not model.ready:
             await self.app(scope, receive, send)
             return
-        body = b""
+        chunks = []
         more = True
         while more:
             message = await receive()
             if message["type"] != "http.request":
                 return  # client went away
-            body += message.get("body", b"")
+            chunks.append(message.get("body", b""))
             more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         ctype = content_type.decode("latin-1") if content_type is not None else None
         status, payload = await answer(model, ctype, body, v2=target[1])
         await send({"type": "http.response.start", "status": status, "headers": _json_headers(len(payload))})

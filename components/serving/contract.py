@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,9 @@ V2_FP64 = "FP64"
 V2_NUMERIC_DATATYPES = frozenset({"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32"})
 """V2 datatypes whose values are plain JSON numbers; all become float64 (what the model computes in)."""
 _MAX_NAMES_IN_MESSAGE = 5
+_LIST_TYPE = {list}
+_NUMBER_TYPES = {float, int}
+"""Exact types: bool is a subclass of int, and JSON true must not become 1.0."""
 
 
 class ClientError(ValueError):
@@ -93,9 +97,11 @@ def rows_from_v1(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
     if not isinstance(instances, list):
         raise ClientError(f"'instances' must be a list of rows, got {_json_type(instances)}", reason="bad_instances")
     _check_row_count(len(instances), spec)
-    first = instances[0]
-    if isinstance(first, dict):
+    if isinstance(instances[0], dict):
         return _matrix([_row_from_mapping(i, row, spec) for i, row in enumerate(instances)], spec)
+    # The common case checked with C-level set/map passes; the loop below only runs to name the bad row.
+    if set(map(type, instances)) == _LIST_TYPE and set(map(len, instances)) == {spec.n_features}:
+        return _matrix(instances, spec)
     for i, row in enumerate(instances):
         if not isinstance(row, list):
             raise ClientError(
@@ -209,8 +215,7 @@ def _check_row_count(rows: int, spec: FeatureSpec) -> None:
 def _matrix(rows: list[list[Any]], spec: FeatureSpec) -> np.ndarray:
     # One pass over the value types before numpy: np.asarray would quietly turn true into 1.0, "2" into 2.0
     # and null into NaN.
-    kinds = {type(v) for row in rows for v in row}
-    if not kinds <= {float, int}:
+    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
         for i, row in enumerate(rows):
             _check_values(row, where=f"instances[{i}]", names=spec.feature_names)
     return _to_float64(rows, where="instances")

@@ -15,11 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from image_helpers import PODMAN, podman
+from image_helpers import PODMAN, REQUIRE_IMAGE_ENV, podman
 
 from components.constants import DEFAULT_IMAGE
-
-REQUIRE_IMAGE_ENV = "KFP_SKLEARN_KSERVE_REQUIRE_IMAGE"
 
 
 def _unavailable(reason: str) -> None:

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+REQUIRE_IMAGE_ENV = "KFP_SKLEARN_KSERVE_REQUIRE_IMAGE"
+"""Set to 1 (CI does) to make "no podman / image not built / image stale" a failure instead of a skip."""
 
 # Same storage and runtime as .ci/image/lib.sh: rootful podman on vfs with runc and cgroupfs (no daemon, no
 # overlay, no systemd on these machines).

@@ -8,7 +8,7 @@ import re
 import subprocess
 
 import pytest
-from image_helpers import REPO_ROOT
+from image_helpers import REPO_ROOT, REQUIRE_IMAGE_ENV
 
 pytestmark = pytest.mark.image
 
@@ -24,7 +24,7 @@ CHECKOV_NO_REASON = "No comment provided"
 def test_checkov_finds_no_failed_and_no_unexplained_skipped_check() -> None:
     if not CHECKOV.is_file():
         message = f"checkov not installed at {CHECKOV.relative_to(REPO_ROOT)} (see this test's CHECKOV docstring)"
-        if os.environ.get("KFP_SKLEARN_KSERVE_REQUIRE_IMAGE") == "1":
+        if os.environ.get(REQUIRE_IMAGE_ENV) == "1":
             pytest.fail(message)
         pytest.skip(message)
     # --skip-download: no network call for guidelines (the scan itself is offline).

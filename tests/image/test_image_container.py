@@ -7,6 +7,7 @@ tmpfs /tmp, like a hardened pod); see conftest.py for the skip rules.
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -18,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from image_helpers import PODMAN, READ_ONLY_OPTIONS, REPO_ROOT, RUN_OPTIONS, podman, run_in_image
+from image_helpers import PODMAN, READ_ONLY_OPTIONS, REPO_ROOT, REQUIRE_IMAGE_ENV, RUN_OPTIONS, podman, run_in_image
 from kfp import compiler
 
 from components.constants import (
@@ -139,9 +140,30 @@ def test_image_has_no_build_tools_or_caches(image_rootfs: Path) -> None:
     assert not list(site_packages.glob("ruff*")), "dev extra leaked into the image"
 
 
-def test_image_size_is_reported_and_lean(image_config: dict) -> None:
+def test_image_holds_the_current_source(image_rootfs: Path) -> None:
+    # Every other test here runs the code baked into the image: make sure it is this tree's code.
+    site_packages = next((image_rootfs / "opt/venv/lib").glob("python3.*/site-packages"))
+    source = REPO_ROOT / "components"
+    stale = sorted(
+        str(path.relative_to(REPO_ROOT))
+        for path in source.rglob("*.py")
+        if "__pycache__" not in path.parts
+        and (
+            not (site_packages / path.relative_to(source.parent)).is_file()
+            or (site_packages / path.relative_to(source.parent)).read_bytes() != path.read_bytes()
+        )
+    )
+    if stale:
+        message = f"image is older than the source (rebuild: make image-ci): {stale[:5]}"
+        if os.environ.get(REQUIRE_IMAGE_ENV) == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def test_image_size_is_reported_and_lean(image_config: dict, capsys: pytest.CaptureFixture[str]) -> None:
     size_mb = image_config["Size"] / 1e6
-    print(f"\nimage {image_config['RepoTags'][0]}: {size_mb:.0f} MB")
+    with capsys.disabled():  # shown in every CI log, not only with -s
+        print(f"\n[image] {image_config['RepoTags'][0]}: {size_mb:.0f} MB", end=" ")
     assert size_mb < IMAGE_SIZE_LIMIT_MB
 
 
