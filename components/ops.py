@@ -174,10 +174,16 @@ class Components:
     deploy: Callable
 
 
+def project_component(func: Callable, image: str) -> Callable:
+    """A KFP component of `func` that runs `image`, which has this project installed: nothing is pip-installed."""
+    return dsl.component(func, base_image=image, install_kfp_package=False)
+
+
 def build_components(image: str = DEFAULT_IMAGE) -> Components:
     """Wrap the step functions as KFP components that run `image` with the project preinstalled."""
-
-    def wrap(func: Callable) -> Callable:
-        return dsl.component(func, base_image=image, install_kfp_package=False)
-
-    return Components(load_data=wrap(load_data), train=wrap(train), evaluate=wrap(evaluate), deploy=wrap(deploy))
+    return Components(
+        load_data=project_component(load_data, image),
+        train=project_component(train, image),
+        evaluate=project_component(evaluate, image),
+        deploy=project_component(deploy, image),
+    )

@@ -9,10 +9,10 @@ from the `components` package baked into the image. As in components/ops.py, the
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kfp import dsl
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from components.constants import DEFAULT_IMAGE
+from components.ops import project_component
 
 
 def check_drift(
@@ -187,12 +187,10 @@ class MonitoringComponents:
 
 def build_monitoring_components(image: str = DEFAULT_IMAGE) -> MonitoringComponents:
     """Wrap the monitoring steps as KFP components that run `image` with the project preinstalled."""
-
-    def wrap(func: Callable) -> Callable:
-        return dsl.component(func, base_image=image, install_kfp_package=False)
-
     return MonitoringComponents(
-        check_drift=wrap(check_drift), request_retraining=wrap(request_retraining), fail_on_drift=wrap(fail_on_drift)
+        check_drift=project_component(check_drift, image),
+        request_retraining=project_component(request_retraining, image),
+        fail_on_drift=project_component(fail_on_drift, image),
     )
 
 
