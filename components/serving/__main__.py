@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--access_log", type=_flag, default=False, help="Log one line per request (costs more than an ONNX predict)."
     )
+    # REST only: KServe's gRPC server would bypass the body limit; the flag stays accepted for compatibility.
+    parser.set_defaults(enable_grpc=False)
     return parser
 
 
@@ -60,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from components.model_artifact import ModelIntegrityError
     from components.serving.server import serve
 
+    if args.enable_grpc:
+        print("kfp-sklearn-serve: gRPC is not served (REST V1/V2 only); ignoring --enable_grpc", file=sys.stderr)
     for name in ("max_body_bytes", "max_rows", "workers"):
         if getattr(args, name) < 1:
             print(f"kfp-sklearn-serve: --{name} must be at least 1", file=sys.stderr)

@@ -29,7 +29,6 @@ from starlette.responses import Response
 from components.serving import metrics
 from components.serving.contract import ClientError, check_content_type, parse_json_object
 from components.serving.model import SklearnModel
-from components.serving.predictor import BACKEND_ONNX
 
 logger = logging.getLogger(__name__)
 
@@ -185,14 +184,17 @@ async def answer(model: SklearnModel, content_type: str | None, body: bytes, *, 
         return HTTPStatus.SERVICE_UNAVAILABLE, _error_body(f"model '{model.name}' is not ready")
     try:
         check_content_type(content_type)
-        payload = parse_json_object(body)
+        request = model.parse(parse_json_object(body), v2=v2)
         started = time.perf_counter()
-        if model.loaded.backend == BACKEND_ONNX:
-            # ONNX Runtime answers in tens of microseconds: a thread hop would cost more than it frees.
-            reply, x, prediction = model.infer_v2(payload) if v2 else model.infer_v1(payload)
+        if model.loaded.runs_inline(len(request.x)):
+            # Most calls take tens of microseconds: a thread hop would cost more than it frees.
+            prediction = model.predict_rows(request)
         else:
-            reply, x, prediction = await run_in_threadpool(model.infer_v2 if v2 else model.infer_v1, payload)
+            # Long calls (big forests, big batches, the joblib path) go to a thread: ONNX Runtime and numpy release
+            # the GIL, so the event loop keeps reading other requests instead of queueing them behind this one.
+            prediction = await run_in_threadpool(model.predict_rows, request)
         metrics.observe_predict_seconds(model.name, time.perf_counter() - started)
+        reply = model.reply(request, prediction)
     except ClientError as exc:
         metrics.record_rejection(model.name, exc.reason)
         return exc.status, _error_body(exc.message)
@@ -200,7 +202,7 @@ async def answer(model: SklearnModel, content_type: str | None, body: bytes, *, 
         logger.exception("prediction failed for model %s", model.name)
         return HTTPStatus.INTERNAL_SERVER_ERROR, _error_body("internal error while predicting; see the server log")
     # Monitoring runs after the response is handed back to the event loop, never in the client's latency.
-    asyncio.get_running_loop().call_soon(model.after_prediction, x, prediction)
+    asyncio.get_running_loop().call_soon(model.after_prediction, request.x, prediction)
     return HTTPStatus.OK, orjson.dumps(reply, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -243,14 +245,26 @@ class ProjectRESTServer(RESTServer):
         self.max_body_bytes = max_body_bytes
         self.model_name = model_name
 
-    def _add_middlewares(self, app: FastAPI) -> None:
-        # KServe's TimingMiddleware only feeds a trace log line per request; the predict histogram stays.
-        app.add_middleware(
-            ServingMiddleware,
+    def create_application(self) -> None:
+        """Configure KServe's app, then put `ServingMiddleware` in front of it as the app uvicorn runs.
+
+        Outside FastAPI, the fast path also skips FastAPI's and Starlette's own middleware layers. This runs in
+        each worker process too (KServe's multi-worker mode calls it after unpickling this server).
+        """
+        from kserve.constants.constants import FASTAPI_APP_IMPORT_STRING
+        from uvicorn.importer import import_from_string
+
+        super().create_application()
+        self.config.app = ServingMiddleware(
+            import_from_string(FASTAPI_APP_IMPORT_STRING),
             max_bytes=self.max_body_bytes,
             model_name=self.model_name,
             lookup=self.dataplane.model_registry.get_model,
         )
+
+    def _add_middlewares(self, app: FastAPI) -> None:
+        # KServe's TimingMiddleware only feeds a trace log line per request; the predict histogram stays.
+        pass
 
     def _register_endpoints(self, app: FastAPI) -> None:
         app.state.served_model_name = self.model_name

@@ -7,6 +7,7 @@ import logging
 import os
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,18 @@ logger = logging.getLogger(__name__)
 V2_LABEL_OUTPUT = "predict"
 V2_PROBA_OUTPUT = "predict_proba"
 V2_OUTPUTS = (V2_LABEL_OUTPUT, V2_PROBA_OUTPUT)
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """A validated inference request: the float64 rows and how to answer."""
+
+    x: np.ndarray
+    probabilities: bool
+    v2: bool = False
+    outputs: set[str] = field(default_factory=set)
+    """V2 outputs the client named (empty: the default outputs)."""
+    request_id: Any = None
 
 
 class SklearnModel(kserve.Model):
@@ -77,7 +90,7 @@ class SklearnModel(kserve.Model):
         except ModelIntegrityError as exc:
             self.load_error = str(exc)
             self.ready = False
-            logger.error("model %s NOT loaded, server stays unready: %s", self.name, exc)
+            logger.error("model '%s' NOT loaded, it stays unready: %s", self.name, exc)
             return False
         self.loaded = loaded
         self.spec = FeatureSpec(tuple(loaded.card.feature_names), self.max_rows)
@@ -93,22 +106,29 @@ class SklearnModel(kserve.Model):
 
     # --- the contract, shared by the fast HTTP routes and KServe's own dataplane (gRPC) -------------
 
-    def infer_v1(self, payload: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, Prediction]:
-        """Answer a decoded V1 body: `{"predictions": labels}` or, when asked, probability rows."""
-        x = rows_from_v1(payload, self.spec)
-        proba = self._want_probabilities(payload.get("parameters"))
-        prediction = self._predict(x, proba)
-        values = prediction.probabilities if prediction.probabilities is not None else prediction.labels
-        return {"predictions": values.tolist()}, x, prediction
-
-    def infer_v2(self, payload: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, Prediction]:
-        """Answer a decoded Open Inference Protocol body."""
+    def parse(self, payload: dict[str, Any], *, v2: bool) -> ParsedRequest:
+        """Validate a decoded V1 or V2 body into the matrix to predict and what to answer with."""
+        if not v2:
+            return ParsedRequest(rows_from_v1(payload, self.spec), self._want_probabilities(payload.get("parameters")))
         x = rows_from_v2(payload, self.spec)
         requested = _requested_outputs(payload.get("outputs"))
         proba = V2_PROBA_OUTPUT in requested if requested else self._want_probabilities(payload.get("parameters"))
-        prediction = self._predict(x, proba)
+        request_id = payload.get("id")
+        return ParsedRequest(x, proba, v2=True, outputs=requested, request_id=request_id)
+
+    def predict_rows(self, request: ParsedRequest) -> Prediction:
+        """Run the model on a parsed request (thread-safe: ONNX Runtime and sklearn predict hold no state)."""
+        if self.loaded is None:
+            raise RuntimeError(f"model {self.name} is not loaded")
+        return self.loaded.predict(request.x, probabilities=request.probabilities)
+
+    def reply(self, request: ParsedRequest, prediction: Prediction) -> dict[str, Any]:
+        """The V1 or V2 response body for a prediction."""
+        if not request.v2:
+            values = prediction.probabilities if prediction.probabilities is not None else prediction.labels
+            return {"predictions": values.tolist()}
         outputs = []
-        if not requested or V2_LABEL_OUTPUT in requested:
+        if not request.outputs or V2_LABEL_OUTPUT in request.outputs:
             outputs.append(
                 {
                     "name": V2_LABEL_OUTPUT,
@@ -126,14 +146,19 @@ class SklearnModel(kserve.Model):
                     "data": prediction.probabilities.ravel().tolist(),
                 }
             )
-        request_id = payload.get("id")
-        body = {
+        request_id = request.request_id
+        return {
             "model_name": self.name,
             "id": request_id if isinstance(request_id, str) else str(uuid.uuid4()),
             "parameters": {},
             "outputs": outputs,
         }
-        return body, x, prediction
+
+    def infer(self, payload: dict[str, Any], *, v2: bool) -> tuple[dict[str, Any], ParsedRequest, Prediction]:
+        """Parse, predict and answer in one call (the dataplane path and tests)."""
+        request = self.parse(payload, v2=v2)
+        prediction = self.predict_rows(request)
+        return self.reply(request, prediction), request, prediction
 
     def after_prediction(self, x: np.ndarray, prediction: Prediction) -> None:
         """Count predicted classes and hand the rows to the payload log (both cheap, neither can fail a request)."""
@@ -145,11 +170,6 @@ class SklearnModel(kserve.Model):
             writer.record(x, prediction.labels.tolist())
         except Exception:
             logger.exception("payload log failed; predictions are still served")
-
-    def _predict(self, x: np.ndarray, probabilities: bool) -> Prediction:
-        if self.loaded is None:
-            raise RuntimeError(f"model {self.name} is not loaded")
-        return self.loaded.predict(x, probabilities=probabilities)
 
     def _want_probabilities(self, parameters: Any) -> bool:
         wanted = want_probabilities(parameters, self.return_probabilities)
@@ -163,17 +183,17 @@ class SklearnModel(kserve.Model):
         """KServe dataplane entry (gRPC and any route not served by the fast path); same contract."""
         try:
             if isinstance(payload, dict):
-                body, x, prediction = self.infer_v1(payload)
+                body, request, prediction = self.infer(payload, v2=False)
             elif isinstance(payload, kserve.InferRequest):
-                body, x, prediction = self.infer_v2(_infer_request_to_dict(payload))
-                self.after_prediction(x, prediction)
+                body, request, prediction = self.infer(_infer_request_to_dict(payload), v2=True)
+                self.after_prediction(request.x, prediction)
                 return kserve.InferResponse.from_rest(body)
             else:
                 raise ClientError("request must be a JSON object", reason="malformed_json")
         except ClientError as exc:
             metrics.record_rejection(self.name, exc.reason)
             raise InvalidInput(exc.message) from None
-        self.after_prediction(x, prediction)
+        self.after_prediction(request.x, prediction)
         return body
 
     def get_input_types(self) -> list[dict[str, Any]]:

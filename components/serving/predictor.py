@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,13 @@ logger = logging.getLogger(__name__)
 
 BACKEND_ONNX = "onnx"
 BACKEND_JOBLIB = "joblib"
+INLINE_BUDGET_S = 0.001
+"""Predictions expected to take longer run in a worker thread instead of blocking the event loop."""
+_CALIBRATION_ROWS = 64
+
+
+def _n_features_in(estimator: Any) -> int:
+    return int(getattr(estimator, "n_features_in_", 0) or 0)
 
 
 @dataclass
@@ -38,9 +46,16 @@ class LoadedModel:
     _input_name: str = ""
     _input_dtype: Any = np.float64
     _session_proba: bool = False
+    _fixed_s: float = 0.0
+    _per_row_s: float = 0.0
 
     def __post_init__(self) -> None:
         self._open_session()
+        self._calibrate()
+
+    def runs_inline(self, rows: int) -> bool:
+        """Whether predicting `rows` rows is quick enough to run on the event loop (measured at load time)."""
+        return self._session is not None and self._fixed_s + rows * self._per_row_s < INLINE_BUDGET_S
 
     @property
     def backend(self) -> str:
@@ -64,6 +79,25 @@ class LoadedModel:
             # sklearn classifiers define predict as the argmax of predict_proba; one call instead of two.
             return Prediction(np.asarray(self.estimator.classes_).take(proba.argmax(axis=1)), proba)
         return Prediction(np.asarray(self.estimator.predict(x)))
+
+    def _calibrate(self) -> None:
+        # Time a 1-row and a 64-row call on random rows (varied tree paths) after one warm-up call each; this
+        # also moves ONNX Runtime's first-call setup out of the first client's latency.
+        n_features = len(self.card.feature_names) or _n_features_in(self.estimator)
+        if n_features == 0:
+            return
+        rows = np.random.default_rng(0).normal(size=(_CALIBRATION_ROWS, n_features))
+        timings = []
+        for batch in (rows[:1], rows):
+            try:
+                self.predict(batch, probabilities=False)
+                started = time.perf_counter()
+                self.predict(batch, probabilities=False)
+            except Exception:  # an estimator that cannot take these rows still serves real ones
+                return
+            timings.append(time.perf_counter() - started)
+        self._fixed_s = timings[0]
+        self._per_row_s = max(0.0, (timings[1] - timings[0]) / (_CALIBRATION_ROWS - 1))
 
     def _open_session(self) -> None:
         if self.onnx_bytes is None:

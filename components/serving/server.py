@@ -168,6 +168,8 @@ def _model_server_class() -> type:
                 grace_period=self.grace_period,
                 event_loop=self.event_loop,
                 timeout_keep_alive=self.timeout_keep_alive,
+                ssl_certfile=self.ssl_certfile,
+                ssl_keyfile=self.ssl_keyfile,
             )
 
         def start(self, models: list[Any]) -> None:
@@ -193,7 +195,7 @@ def _model_server_class() -> type:
                 self.servers.append(rest.start())
             # KServe's single-worker path runs uvicorn inside asyncio.run, i.e. on the stdlib loop even when
             # uvloop is installed; uvloop's faster socket and callback handling is free throughput.
-            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            with asyncio.Runner(loop_factory=_loop_factory(self.event_loop)) as runner:
                 runner.get_loop()  # creates the loop and makes it current, which setup_event_loop configures
                 self.setup_event_loop()
                 self.register_signal_handler()
@@ -202,7 +204,10 @@ def _model_server_class() -> type:
     return ProjectModelServer
 
 
-def _loop_factory() -> Any:
+def _loop_factory(event_loop: str) -> Any:
+    """The loop factory: uvloop, unless KServe's `--event-loop asyncio` asked for the stdlib loop."""
+    if event_loop == "asyncio":
+        return None
     try:
         import uvloop
     except ImportError:  # uvloop is a kserve dependency on Linux; fall back quietly elsewhere

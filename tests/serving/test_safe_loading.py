@@ -80,7 +80,7 @@ def test_loading_writes_nothing_into_the_model_dir(tmp_path: Path) -> None:
     model = SklearnModel("iris", directory)
 
     assert model.load() is True
-    model.infer_v1({"instances": [[5.1, 3.5, 1.4, 0.2]]})
+    model.infer({"instances": [[5.1, 3.5, 1.4, 0.2]]}, v2=False)
 
     assert model.loaded is not None and model.loaded.backend == BACKEND_ONNX
     assert {p.name: p.stat().st_mtime_ns for p in directory.iterdir()} == before
@@ -118,7 +118,7 @@ def test_probabilities_are_refused_for_a_model_without_predict_proba(make_model_
     assert model.load() is True
 
     with pytest.raises(ClientError, match="no predict_proba"):
-        model.infer_v1({"instances": [[5.1, 3.5, 1.4, 0.2]], "parameters": {"return_probabilities": True}})
+        model.infer({"instances": [[5.1, 3.5, 1.4, 0.2]], "parameters": {"return_probabilities": True}}, v2=False)
     assert [o["name"] for o in model.get_output_types()] == ["predict"]
 
 
