@@ -464,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("Nothing to serve: the model did not pass the deploy gate.", file=sys.stderr)
             return 1
     from components.local_store import NothingDeployedError
+    from components.model_artifact import ModelIntegrityError
 
     try:
         serve_deployed(
@@ -474,8 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             workers=args.workers,
             payload_log_dir=args.payload_log_dir,
         )
-    except NothingDeployedError as exc:
-        print(str(exc), file=sys.stderr)
+    except (NothingDeployedError, ModelIntegrityError) as exc:
+        print(f"cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0
 

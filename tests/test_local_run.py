@@ -123,3 +123,23 @@ def test_bad_data_fails_the_run_with_the_reason_not_a_traceback(tmp_path):
     )
     assert "full log:" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_serve_refuses_a_tampered_deployment_in_one_line(tmp_path, model_dir):
+    from components.constants import MODEL_FILENAME
+    from components.local_store import publish
+
+    deployment = publish(model_dir, tmp_path / "out" / LOCAL_STORE_DIRNAME, model_name=DEFAULT_MODEL_NAME)
+    stored = Path(deployment.model_dir) / MODEL_FILENAME
+    stored.chmod(0o644)
+    stored.write_bytes(stored.read_bytes() + b"tampered")
+    proc = subprocess.run(
+        [sys.executable, str(PIPELINE), "serve", "--root", "out", "--port", str(free_port())],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    assert "cannot serve: sha256 of model.joblib" in proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
