@@ -361,7 +361,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     run_cmd.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
     run_cmd.add_argument("--seed", type=int, default=DEFAULT_SEED)
     run_cmd.add_argument("--model-family", choices=MODEL_FAMILIES, default=DEFAULT_MODEL_FAMILY)
-    run_cmd.add_argument("--hyperparameters", type=json.loads, default={}, help="JSON, e.g. '{\"C\": 0.5}'")
+    run_cmd.add_argument("--hyperparameters", type=_json_object, default={}, help="JSON, e.g. '{\"C\": 0.5}'")
     run_cmd.add_argument("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY)
     run_cmd.add_argument("--serve", action="store_true", help="serve the deployed model when the run ends")
     add_serve_options(run_cmd)
@@ -369,6 +369,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     serve_cmd = commands.add_parser("serve", help="serve the model the last local run deployed")
     add_root(serve_cmd)
     add_serve_options(serve_cmd)
+
+    # `monitor` is handed to components.monitoring before parsing; listed here so --help shows it.
+    commands.add_parser("monitor", help="check logged predictions for drift under kfp.local (monitor --help)")
 
     submit_cmd = commands.add_parser("submit", help="compile and run on a KFP cluster")
     submit_cmd.add_argument("--endpoint", required=True, help="KFP API, e.g. http://localhost:8888")
@@ -381,9 +384,17 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object, e.g. {"C": 0.5}')
+    return value
+
+
 def _run_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    if not isinstance(args.hyperparameters, dict):
-        raise SystemExit("--hyperparameters must be a JSON object, e.g. '{\"C\": 0.5}'")
     return {
         "dataset": args.dataset,
         "label_column": args.label_column,
@@ -451,6 +462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = args.root.resolve() / LOCAL_STORE_DIRNAME
     if command == "run":
         arguments = _run_arguments(args)
+        from components.train import TrainingConfigError, resolve_hyperparameters
+
+        try:  # fail before any step starts, not after loading the data
+            resolve_hyperparameters(args.model_family, args.hyperparameters)
+        except TrainingConfigError as exc:
+            print(f"pipeline.py run: {exc}", file=sys.stderr)
+            return 2
         print(f"Running pipeline '{PIPELINE_NAME}' locally (kfp.local, this Python environment)")
         try:
             result = run_locally(args.root, arguments)

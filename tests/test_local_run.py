@@ -143,3 +143,18 @@ def test_serve_refuses_a_tampered_deployment_in_one_line(tmp_path, model_dir):
     assert proc.returncode == 1
     assert "cannot serve: sha256 of model.joblib" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--hyperparameters", '{"depth": 3}'], "logistic_regression does not take hyperparameter(s) depth"),
+        (["--hyperparameters", "[1]"], "--hyperparameters: must be a JSON object"),
+        (["--model-family", "svm"], "invalid choice: 'svm'"),
+    ],
+)
+def test_bad_run_options_fail_before_any_step_runs(tmp_path, flags, message):
+    proc = run_pipeline(tmp_path, *flags)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert not (tmp_path / "out").exists(), "nothing ran"
