@@ -374,7 +374,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     commands.add_parser("monitor", help="check logged predictions for drift under kfp.local (monitor --help)")
 
     submit_cmd = commands.add_parser("submit", help="compile and run on a KFP cluster")
-    submit_cmd.add_argument("--endpoint", required=True, help="KFP API, e.g. http://localhost:8888")
+    submit_cmd.add_argument("--endpoint", required=True, help="KFP API, e.g. http://127.0.0.1:8080 (make port-forward)")
     submit_cmd.add_argument("--image", default=DEFAULT_IMAGE)
     submit_cmd.add_argument("--experiment", default=None)
     submit_cmd.add_argument("--service-account", default=None, help="run service account (KFP's default if unset)")
