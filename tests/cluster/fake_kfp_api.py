@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from loopback_http import LoopbackServer, QuietHandler
 
 
 class FakeKfpApi:
@@ -17,7 +17,7 @@ class FakeKfpApi:
         self.experiments: dict[str, str] = {}
         self.refuse_runs_with = refuse_runs_with
         self.base_url = ""
-        self._server: ThreadingHTTPServer | None = None
+        self._http = LoopbackServer()
 
     def runs(self) -> list[dict[str, Any]]:
         """Bodies of the create-run requests."""
@@ -50,32 +50,19 @@ class FakeKfpApi:
         """Serve on an ephemeral port; returns the base URL."""
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                raw = self.read_body()
                 body = json.loads(raw) if raw else None
                 path, _, query = self.path.partition("?")
                 fake.requests.append((self.command, path, body))
-                code, payload = fake._answer(self.command, path, query, body)
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply_json(*fake._answer(self.command, path, query, body))
 
             do_GET = do_POST = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.base_url = self._http.serve(Handler)
         return self.base_url
 
     def stop(self) -> None:
         """Shut the server down."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+        self._http.stop()

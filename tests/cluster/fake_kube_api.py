@@ -27,11 +27,11 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from kserve_webhook import WEBHOOK_NAME
+from loopback_http import LoopbackServer, QuietHandler
 
 from components.constants import INFERENCE_SERVICE_PLURAL, KSERVE_GROUP, KSERVE_VERSION
 
@@ -124,8 +124,7 @@ class FakeKubeApi:
         self._objects: dict[tuple[str, str], _Tracked] = {}
         self._lock = threading.Lock()
         self._versions = itertools.count(1000)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer()
         self.base_url = ""
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -133,38 +132,20 @@ class FakeKubeApi:
         """Serve on an ephemeral port; returns `http://127.0.0.1:<port>`."""
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: Any) -> None:  # keep pytest output clean
-                pass
-
+        class Handler(QuietHandler):
             def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
                 content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
                 path = self.path.split("?")[0]
-                code, payload = fake.handle(self.command, path, content_type, raw)
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply_json(*fake.handle(self.command, path, content_type, self.read_body()))
 
             do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.base_url = self._http.serve(Handler)
         return self.base_url
 
     def stop(self) -> None:
         """Shut the server down and wait for its thread."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._http.stop()
 
     # --- direct access for test setup and assertions -----------------------------------------------
     def stored(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -390,8 +371,7 @@ class FakePredictor:
         self.broken = broken
         self.calls = 0
         self.base_url = ""
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http = LoopbackServer()
 
     def predict(self, instances: Iterable[Iterable[float]]) -> list[Any]:
         """What the served model answers (the test's expected values come from the same estimator)."""
@@ -403,13 +383,10 @@ class FakePredictor:
         """Serve on an ephemeral port; returns the base URL."""
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 fake.calls += 1
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                raw = self.read_body()
                 code, payload = 200, {}
                 if self.path != f"/v1/models/{fake.model_name}:predict" or fake.calls <= fake.not_found_first:
                     code, payload = 404, {"error": f"Model with name {fake.model_name} does not exist."}
@@ -420,23 +397,11 @@ class FakePredictor:
                         payload = {"predictions": fake.predict(json.loads(raw)["instances"])}
                     except (ValueError, KeyError, TypeError) as exc:
                         code, payload = 400, {"error": str(exc)}
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply_json(code, payload)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.base_url = self._http.serve(Handler)
         return self.base_url
 
     def stop(self) -> None:
         """Shut the server down."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._http.stop()
