@@ -7,6 +7,7 @@ person reading it is looking at a failed pipeline step, not at this code.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -157,8 +158,6 @@ def _check_split_sizes(counts: pd.Series, test_fraction: float, rows: int) -> No
             f"classes need at least {MIN_ROWS_PER_CLASS} rows each for a stratified split; too few: {detail}"
         )
     # scikit-learn rounds the test side up and needs one row per class on each side.
-    import math
-
     n_test = math.ceil(rows * test_fraction)
     n_train = rows - n_test
     n_classes = len(counts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from components.constants import METRIC_ACCURACY, METRIC_F1_MACRO, METRIC_ROC_AUC
@@ -34,7 +34,6 @@ class Evaluation:
     rows: int
     roc_auc: float | None = None
     roc_curve: RocCurve | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def headline(self) -> dict[str, float]:
         """The scalar metrics, keyed by the names in `constants`."""

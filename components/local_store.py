@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -24,6 +25,7 @@ from components.model_artifact import ModelCard, verify_model_dir
 DEPLOYMENT_FILENAME = "deployment.json"
 HISTORY_FILENAME = "history.jsonl"
 _VERSION_DIGITS = 16
+_DNS1035 = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
 
 
 class NothingDeployedError(LookupError):
@@ -88,11 +90,7 @@ def current(store_root: Path, model_name: str) -> LocalDeployment:
     _check_name(model_name)
     pointer = store_root / model_name / DEPLOYMENT_FILENAME
     if not pointer.is_file():
-        known = (
-            sorted(p.name for p in store_root.iterdir() if (p / DEPLOYMENT_FILENAME).is_file())
-            if (store_root.is_dir())
-            else []
-        )
+        known = sorted(p.parent.name for p in store_root.glob(f"*/{DEPLOYMENT_FILENAME}"))
         hint = f" Deployed models here: {', '.join(known)}." if known else ""
         raise NothingDeployedError(
             f"no model named '{model_name}' has been deployed to {store_root}; run `python pipeline.py run` first."
@@ -103,9 +101,7 @@ def current(store_root: Path, model_name: str) -> LocalDeployment:
 
 def _check_name(model_name: str) -> None:
     # The name becomes a directory and a URL path segment: keep it to what KServe accepts (DNS-1035 label).
-    import re
-
-    if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", model_name):
+    if not _DNS1035.fullmatch(model_name):
         raise ValueError(
             f"model name '{model_name}' must be a DNS-1035 label: lowercase letters, digits and '-', "
             "starting with a letter, at most 63 characters"
