@@ -8,8 +8,11 @@ committed): Iris StandardScaler+LogisticRegression, and RandomForest(100 trees) 
 The baseline mirrors KServe's sklearnserver: a `kserve.Model` that joblib-loads `model.joblib` and calls `predict`
 on `np.asarray(instances)` behind the stock `kserve.ModelServer` with its defaults (1 worker).
 Before loading, the run checks that our server returns sklearn's predictions on every row of each test split.
-One-worker servers are pinned to core 1 and wrk to core 0 (taskset); each measurement is the best of --repeat
-runs, because other load on a shared machine only ever slows a run down. Our server runs with its defaults
+One-worker servers are pinned to core 1 (taskset). At concurrency 16 wrk runs on core 0, so the load generator does
+not steal the server's core. At concurrency 1 wrk shares core 1: client and server strictly take turns, and on a VM
+a wake-up across cores costs ~0.1-1 ms (the run measures this with a bare HTTP responder, `loopback_floor`), which
+would time the hypervisor rather than the server. Each measurement is the best of --repeat runs, because other
+load on a shared machine only ever slows a run down. Our server runs with its defaults
 (access log off); one extra row measures it with --access_log=true.
 """
 
@@ -38,7 +41,7 @@ MODEL_NAME = "bench"
 BASELINE, OURS, OURS_WITH_LOG = "baseline", "ours", "ours+access-log"
 RATIOS, SCALING = "ratios", "worker-scaling"
 SERVER_CPU, CLIENT_CPU = "1", "0"
-"""One-worker servers and wrk each get their own core, so the load generator does not steal the server's."""
+"""One-worker servers get core 1; wrk gets core 0 under concurrent load and shares core 1 at concurrency 1."""
 CONCURRENCIES = (1, 16)
 BATCH_SIZES = (1, 100)
 
@@ -92,6 +95,61 @@ def run_baseline(model_dir: Path, port: int) -> None:
     model = StockSklearnModel(MODEL_NAME)
     model.load()
     kserve.ModelServer(http_port=port, workers=1, enable_grpc=False).start([model])
+
+
+def run_floor_server(port: int) -> None:
+    """A bare HTTP responder on uvloop: the round trip every server pays, whatever it does with the request."""
+    import asyncio
+
+    import uvloop
+
+    reply = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+
+    class Responder(asyncio.Protocol):
+        def connection_made(self, transport) -> None:
+            self.transport, self.buffer = transport, b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+                length = re.search(rb"(?i)content-length: *(\d+)", self.buffer[:end])
+                size = end + 4 + (int(length.group(1)) if length else 0)
+                if len(self.buffer) < size:
+                    return
+                self.buffer = self.buffer[size:]
+                self.transport.write(reply)
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Responder, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(serve())
+
+
+def loopback_floor(body: Path, work: Path, duration: float) -> dict[str, float]:
+    """req/s of the bare responder at concurrency 1, with wrk on the server's core and on the other core."""
+    port = free_port()
+    argv = ["taskset", "-c", SERVER_CPU, sys.executable, __file__, "--floor-server", "--port", str(port)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.perf_counter() + 30
+        while True:
+            try:
+                httpx.post(url, content=b"{}", timeout=1)
+                break
+            except httpx.HTTPError:
+                if time.perf_counter() > deadline:
+                    raise
+                time.sleep(0.05)
+        floor = {
+            "same_core_req_per_s": wrk(url, body, 1, duration, work, SERVER_CPU)[0],
+            "cross_core_req_per_s": wrk(url, body, 1, duration, work, CLIENT_CPU)[0],
+        }
+    finally:
+        stop_server(proc)
+    print(f"loopback floor at concurrency 1 (bare responder): {floor}", flush=True)
+    return floor
 
 
 # --- models -------------------------------------------------------------------------------------------------
@@ -310,10 +368,10 @@ def measure(
     work: Path,
 ) -> list[Run]:
     """Load each server in turn, --repeat rounds per scenario, and keep each server's best round."""
-    client_cpus = CLIENT_CPU if pinned else None
     runs = []
     for rows in BATCH_SIZES:
         for conc in CONCURRENCIES:
+            client_cpus = (SERVER_CPU if conc == 1 else CLIENT_CPU) if pinned else None
             # The access log costs the same per request whatever the batch; worker scaling needs concurrency.
             targets = [
                 (kind, w)
@@ -399,12 +457,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for our server")
     parser.add_argument("--models", nargs="+", default=["iris-lr", "rf100"])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin 1-worker servers and wrk to separate cores")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin 1-worker servers and wrk to cores")
     parser.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_server:
         run_baseline(args.baseline_server, args.port)
+        return
+    if args.floor_server:
+        run_floor_server(args.port)
         return
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install -y wrk")
@@ -414,6 +476,9 @@ def main() -> None:
     runs: list[Run] = []
     startups: list[Startup] = []
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2 and not args.no_pin
+    floor_body = work / "floor.json"
+    floor_body.write_text("{}")
+    floor = loopback_floor(floor_body, work, args.duration) if pin else {}
     for model, (directory, x_test, expected) in models.items():
         bodies = {}
         for rows in BATCH_SIZES:
@@ -435,6 +500,12 @@ def main() -> None:
                     check_equivalence(live.port(OURS, 1), x_test, expected)
                 runs += measure(live, name, model, bodies, phase, pinned, args, work)
     table = markdown(runs, startups, args.workers)
+    if floor:
+        table += (
+            f"\n\nLoopback floor at concurrency 1 (a bare uvloop HTTP responder): "
+            f"{floor['same_core_req_per_s']:,.0f} req/s with wrk on the server's core, "
+            f"{floor['cross_core_req_per_s']:,.0f} req/s with wrk on the other core."
+        )
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"serving-{time.strftime('%Y%m%dT%H%M%S')}.json"
@@ -446,6 +517,7 @@ def main() -> None:
                 "duration_s": args.duration,
                 "repeat": args.repeat,
                 "pinned": pin,
+                "loopback_floor": floor,
                 "runs": [asdict(r) for r in runs],
                 "startups": [asdict(s) for s in startups],
                 "markdown": table,

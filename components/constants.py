@@ -53,7 +53,7 @@ DEFAULT_IMAGE: Final = "localhost/kfp-sklearn-kserve:0.1.0"
 ONNX_TARGET_OPSET: Final = 18
 """Default-domain opset for skl2onnx; onnxruntime 1.32 runs it and every converter we use supports it."""
 ONNX_ML_TARGET_OPSET: Final = 3
-"""`ai.onnx.ml` opset 3 stores tree thresholds as double, so double inputs compare like sklearn does."""
+"""`ai.onnx.ml` opset 3: the TreeEnsemble operators ONNX Runtime runs (see components/onnx_forest.py)."""
 ONNX_LABEL_OUTPUT: Final = "label"
 ONNX_PROBA_OUTPUT: Final = "probabilities"
 ONNX_PROBA_TOLERANCE: Final = 1e-6

@@ -21,6 +21,7 @@ from components.constants import (
     ONNX_PROBA_TOLERANCE,
     ONNX_TARGET_OPSET,
 )
+from components.onnx_forest import final_forest, rebuild_forest_node
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +33,9 @@ def export_verified_onnx(estimator: Any, x_check: np.ndarray, path: Path) -> dic
     """Write `path` as ONNX only if it reproduces the estimator's predictions on `x_check`.
 
     The graph takes float64 input (sklearn's own dtype for linear models, so rows near a decision boundary agree);
-    tree ensembles see that input rounded to float32 first, as sklearn's trees do. Falls back to a float32 graph
-    when the double one cannot be built.
+    tree ensembles see that input rounded to float32 first, as sklearn's trees do. A RandomForest/ExtraTrees
+    classifier is first tried as `components.onnx_forest` rebuilds it (float32 trees, sklearn's exact branches).
+    Falls back to a float32 graph when the double one cannot be built.
 
     Args:
         estimator: A fitted scikit-learn classifier or Pipeline (e.g. StandardScaler + LogisticRegression).
@@ -56,24 +58,42 @@ def export_verified_onnx(estimator: Any, x_check: np.ndarray, path: Path) -> dic
         return None
 
     failures: list[str] = []
-    for dtype in (np.float64, np.float32):
+    for dtype, rebuild_forest in _candidate_graphs(estimator):
+        name = f"{np.dtype(dtype).name}{' exact-forest' if rebuild_forest else ''}"
         try:
-            model_bytes, tree_rounding = _convert(estimator, n_features=x.shape[1], dtype=dtype)
+            model_bytes, tree_rounding = _convert(
+                estimator, n_features=x.shape[1], dtype=dtype, rebuild_forest=rebuild_forest
+            )
             labels, proba = _run(model_bytes, x.astype(dtype))
         except Exception as exc:  # skl2onnx raises many types for unsupported estimators/options
-            failures.append(f"{np.dtype(dtype).name}: {type(exc).__name__}: {str(exc)[:200]}")
+            failures.append(f"{name}: {type(exc).__name__}: {str(exc)[:200]}")
             continue
         problem, max_diff = _compare(expected_labels, expected_proba, labels, proba)
         if problem:
-            failures.append(f"{np.dtype(dtype).name}: {problem}")
+            failures.append(f"{name}: {problem}")
             continue
         _write_atomically(path, model_bytes)
-        return _report(x.shape[0], max_diff, dtype, tree_rounding, has_probabilities=expected_proba is not None)
+        return _report(
+            x.shape[0],
+            max_diff,
+            dtype,
+            tree_rounding,
+            exact_forest=rebuild_forest,
+            has_probabilities=expected_proba is not None,
+        )
     logger.warning("ONNX export skipped, the server will use joblib: %s", "; ".join(failures))
     return None
 
 
-def _convert(estimator: Any, *, n_features: int, dtype: type[np.floating]) -> tuple[bytes, bool]:
+def _candidate_graphs(estimator: Any) -> list[tuple[type[np.floating], bool]]:
+    """(input dtype, rebuild the forest node) pairs to try, fastest exact graph first."""
+    plain: list[tuple[type[np.floating], bool]] = [(np.float64, False), (np.float32, False)]
+    return [(np.float64, True), *plain] if final_forest(estimator) is not None else plain
+
+
+def _convert(
+    estimator: Any, *, n_features: int, dtype: type[np.floating], rebuild_forest: bool = False
+) -> tuple[bytes, bool]:
     """Run skl2onnx; returns the serialized model and whether tree inputs were rounded to float32."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
@@ -87,6 +107,10 @@ def _convert(estimator: Any, *, n_features: int, dtype: type[np.floating]) -> tu
         options={id(final_step): {"zipmap": False}},
         target_opset={"": ONNX_TARGET_OPSET, "ai.onnx.ml": ONNX_ML_TARGET_OPSET},
     )
+    if rebuild_forest:
+        if not rebuild_forest_node(model, final_forest(estimator)):
+            raise ValueError("the graph has no single forest node to rebuild")
+        return model.SerializeToString(), True
     rounded = _round_tree_inputs_to_float32(model) if dtype == np.float64 else False
     return model.SerializeToString(), rounded
 
@@ -159,7 +183,13 @@ def _write_atomically(path: Path, payload: bytes) -> None:
 
 
 def _report(
-    rows: int, max_diff: float, dtype: type[np.floating], tree_rounding: bool, *, has_probabilities: bool
+    rows: int,
+    max_diff: float,
+    dtype: type[np.floating],
+    tree_rounding: bool,
+    *,
+    exact_forest: bool,
+    has_probabilities: bool,
 ) -> dict[str, Any]:
     import onnxruntime
     import skl2onnx
@@ -174,6 +204,8 @@ def _report(
         "opset": {"": ONNX_TARGET_OPSET, "ai.onnx.ml": ONNX_ML_TARGET_OPSET},
         "dtype": np.dtype(dtype).name,
         "tree_inputs_rounded_to_float32": tree_rounding,
+        # The forest walks float32 trees with thresholds rounded down: branches identical to sklearn's.
+        "exact_float32_forest": exact_forest,
         "onnxruntime": onnxruntime.__version__,
         "skl2onnx": skl2onnx.__version__,
     }

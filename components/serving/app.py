@@ -237,9 +237,12 @@ async def _http_exception_as_json(request: Request, exc: Exception) -> Response:
 class ProjectRESTServer(RESTServer):
     """KServe's REST server with our host, body limit and fast inference routes (and no timing middleware)."""
 
-    def __init__(self, *args: Any, host: str, max_body_bytes: int, model_name: str, **kwargs: Any) -> None:
-        """Same arguments as `kserve.protocol.rest.server.RESTServer`, plus the bind host and body limit."""
+    def __init__(
+        self, *args: Any, host: str, max_body_bytes: int, model_name: str, access_log: bool, **kwargs: Any
+    ) -> None:
+        """Same arguments as `kserve.protocol.rest.server.RESTServer`, plus bind host, body limit, access log."""
         super().__init__(*args, **kwargs)
+        self.access_log = access_log
         # KServe binds 0.0.0.0; a laptop run should stay on loopback unless asked otherwise.
         self.config.host = host
         self.max_body_bytes = max_body_bytes
@@ -255,6 +258,11 @@ class ProjectRESTServer(RESTServer):
         from uvicorn.importer import import_from_string
 
         super().create_application()
+        if not self.access_log:
+            # uvicorn builds each access line's arguments whenever this logger has handlers, even disabled ones.
+            access = logging.getLogger("uvicorn.access")
+            access.handlers.clear()
+            access.propagate = False
         self.config.app = ServingMiddleware(
             import_from_string(FASTAPI_APP_IMPORT_STRING),
             max_bytes=self.max_body_bytes,

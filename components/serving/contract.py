@@ -214,11 +214,12 @@ def _check_row_count(rows: int, spec: FeatureSpec) -> None:
 
 def _matrix(rows: list[list[Any]], spec: FeatureSpec) -> np.ndarray:
     # One pass over the value types before numpy: np.asarray would quietly turn true into 1.0, "2" into 2.0
-    # and null into NaN.
-    if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+    # and null into NaN. A flat list converts in about half the time of a list of rows.
+    flat = list(chain.from_iterable(rows))
+    if not set(map(type, flat)) <= _NUMBER_TYPES:
         for i, row in enumerate(rows):
             _check_values(row, where=f"instances[{i}]", names=spec.feature_names)
-    return _to_float64(rows, where="instances")
+    return _to_float64(flat, where="instances").reshape(len(rows), spec.n_features)
 
 
 def _check_values(values: Sequence[Any], *, where: str, names: Sequence[str] | None = None) -> None:

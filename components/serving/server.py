@@ -99,6 +99,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         model_name=model_name,
         grace_period=grace_period,
+        access_log=access_log,
     )
     logger.info(
         "serving %s on http://%s:%d (%d worker(s), backend %s)", model_name, host, port, workers, _backend(model)
@@ -139,8 +140,9 @@ def _model_server_class() -> type:
     class ProjectModelServer(ModelServer):
         """KServe's ModelServer, REST only, with our REST server class (host, body limit, fast routes)."""
 
-        def __init__(self, *, host: str, max_body_bytes: int, model_name: str, **kwargs: Any) -> None:
+        def __init__(self, *, host: str, max_body_bytes: int, model_name: str, access_log: bool, **kwargs: Any) -> None:
             super().__init__(enable_grpc=False, **kwargs)
+            self.access_log = access_log
             self.host = host
             self.max_body_bytes = max_body_bytes
             self.model_name = model_name
@@ -163,6 +165,7 @@ def _model_server_class() -> type:
                 host=self.host,
                 max_body_bytes=self.max_body_bytes,
                 model_name=self.model_name,
+                access_log=self.access_log,
                 access_log_format=self.access_log_format,
                 workers=self.workers,
                 grace_period=self.grace_period,

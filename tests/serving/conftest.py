@@ -146,7 +146,7 @@ def joblib_served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A server on a random-forest model without ONNX (joblib fallback), probabilities on by default."""
     base = tmp_path_factory.mktemp("joblib-served")
     directory, card, estimator = train_iris_model_dir(base / "model", family="random_forest", onnx=False)
-    server = start_server(directory, base / "server.log", "--return_probabilities=true")
+    server = start_server(directory, base / "server.log", "--return_probabilities=true", "--access_log=true")
     yield Served(server, directory, card, estimator)
     server.stop()
 

@@ -25,14 +25,14 @@ def onnx_model(estimator, path: Path, report: dict) -> LoadedModel:
 
 
 @pytest.mark.parametrize(
-    "estimator",
+    ("estimator", "rebuilt_forest"),
     [
-        make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
-        make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=20, random_state=0)),
+        (make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), False),
+        (make_pipeline(StandardScaler(), RandomForestClassifier(n_estimators=20, random_state=0)), True),
     ],
     ids=["logistic_regression", "random_forest"],
 )
-def test_export_matches_sklearn_on_every_row(estimator, tmp_path: Path) -> None:
+def test_export_matches_sklearn_on_every_row(estimator, rebuilt_forest: bool, tmp_path: Path) -> None:
     x, y = load_iris(return_X_y=True)
     estimator.fit(x, y)
     path = tmp_path / ONNX_FILENAME
@@ -42,6 +42,7 @@ def test_export_matches_sklearn_on_every_row(estimator, tmp_path: Path) -> None:
     assert report is not None and path.is_file()
     assert report["rows_checked"] == len(x)
     assert report["dtype"] == "float64"
+    assert report["exact_float32_forest"] is rebuilt_forest
     assert report["max_abs_proba_diff"] <= report["proba_tolerance"] == ONNX_PROBA_TOLERANCE
     assert {"opset", "onnxruntime", "skl2onnx", "has_probabilities"} <= set(report)
     served = onnx_model(estimator, path, report)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 
 import httpx
 import numpy as np
@@ -251,3 +252,16 @@ def test_joblib_fallback_serves_sklearn_exactly(joblib_served: Served, iris_rows
 
 def test_joblib_fallback_rejects_like_the_fast_path(joblib_served: Served) -> None:
     assert_json_error(post(joblib_served.v1, json.dumps({"instances": [[1, 2, "x", 4]]}).encode()), 400, "string")
+
+
+def test_access_log_is_off_by_default_and_on_when_asked(onnx_served: Served, joblib_served: Served) -> None:
+    for served in (onnx_served, joblib_served):
+        assert post(served.v1, json.dumps({"instances": [GOOD_ROW]}).encode()).status_code == 200
+    request_line = re.compile(r'"POST /v1/models/iris(:|%3A)predict HTTP/1\.1" 200')
+
+    deadline = time.monotonic() + 5
+    while not request_line.search(joblib_served.server.output()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the log line is flushed by another process
+
+    assert request_line.search(joblib_served.server.output())  # started with --access_log=true
+    assert not request_line.search(onnx_served.server.output())
