@@ -371,7 +371,8 @@ def measure(
     runs = []
     for rows in BATCH_SIZES:
         for conc in CONCURRENCIES:
-            client_cpus = (SERVER_CPU if conc == 1 else CLIENT_CPU) if pinned else None
+            same_core = conc == 1 and not args.c1_cross_core
+            client_cpus = (SERVER_CPU if same_core else CLIENT_CPU) if pinned else None
             # The access log costs the same per request whatever the batch; worker scaling needs concurrency.
             targets = [
                 (kind, w)
@@ -458,6 +459,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["iris-lr", "rf100"])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
     parser.add_argument("--no-pin", action="store_true", help="do not pin 1-worker servers and wrk to cores")
+    parser.add_argument(
+        "--c1-cross-core", action="store_true", help="at concurrency 1 too, run wrk on the other core than the server"
+    )
     parser.add_argument("--baseline-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
