@@ -1,12 +1,13 @@
 """The training pipeline (data -> train -> evaluate -> gated deploy) and its command line.
 
-    python pipeline.py compile [--image IMG]     write pipeline.yaml for `kfp run create` / the KFP UI
-    python pipeline.py run [--serve]              run it here with kfp.local, then optionally serve the model
+    python pipeline.py compile [--image IMG]     write pipeline.yaml (and the monitoring YAML, manifests/pipelines/)
+    python pipeline.py run [--serve] [--runner docker]   run it here with kfp.local, then optionally serve the model
     python pipeline.py serve [--port N]           serve the model the last local run deployed (KServe V1/V2)
     python pipeline.py submit --endpoint URL      compile and start a run on a KFP cluster
-    python pipeline.py monitor --log_dir D --model_dir M   the drift-check pipeline under kfp.local
+    python pipeline.py monitor --log-dir D --model-dir M   the drift-check pipeline under kfp.local
 
-With no arguments it compiles, like every KFP example.
+With no arguments it compiles, like every KFP example. `training_pipeline` is a module-level pipeline object, so
+KFP's own `kfp dsl compile --py pipeline.py --output pipeline.yaml` writes the same file.
 """
 
 # No `from __future__ import annotations`: KFP reads the pipeline signature's real annotation objects.
@@ -15,8 +16,10 @@ import argparse
 import json
 import re
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any, NamedTuple, TextIO
 
 from kfp import compiler, dsl
 from kfp.dsl import ClassificationMetrics, Markdown, Metrics, Model
+from kfp.dsl.graph_component import GraphComponent
 
 from components.constants import (
     DEFAULT_DATASET,
@@ -36,17 +40,23 @@ from components.constants import (
     DEFAULT_MODEL_FAMILY,
     DEFAULT_MODEL_NAME,
     DEFAULT_NAMESPACE,
+    DEPLOY_TARGET_KUBERNETES,
     DEPLOY_TARGET_LOCAL,
-    DEPLOY_TARGETS,
     LOCAL_STORE_DIRNAME,
     MODEL_FAMILIES,
     MONITORING_PIPELINE_FILENAME,
 )
+from components.local_runners import RUNNER_SUBPROCESS, RUNNERS
 from components.ops import Components, build_components
 
 PIPELINE_NAME = "sklearn-kserve-training"
-PIPELINE_FILE = Path(__file__).resolve().with_name("pipeline.yaml")
+REPO = Path(__file__).resolve().parent
+PIPELINE_FILE = REPO / "pipeline.yaml"
 MONITORING_PIPELINE_FILE = PIPELINE_FILE.with_name(MONITORING_PIPELINE_FILENAME)
+PIPELINE_MANIFESTS_DIR = REPO / "manifests" / "pipelines"
+"""`Pipeline` + `PipelineVersion` objects for `kubectl apply -k` (KFP in Kubernetes-native API mode)."""
+BUILD_DIR = REPO / "build"
+"""Where `compile --image OTHER` writes (git-ignored): the committed YAMLs always name the default image."""
 DEFAULT_MIN_ACCURACY = 0.9
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_SEED = 42
@@ -62,7 +72,7 @@ class TrainingOutputs(NamedTuple):
     deploy: bool
 
 
-def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
+def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
     """Build the training pipeline with every component on `image` (the one place the image is chosen)."""
     ops: Components = build_components(image)
 
@@ -131,7 +141,9 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
                 local_store=local_store,
                 service_account=predictor_service_account,
                 timeout_seconds=deploy_timeout_seconds,
-                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                # The run's UUID (what the API and the UI's URL use) and its display name, both for lineage.
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 payload_logger_url=payload_logger_url,
             )
             deployed.set_display_name("deploy")
@@ -149,9 +161,14 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
     return training_pipeline
 
 
+training_pipeline = make_training_pipeline()
+"""The training pipeline on `DEFAULT_IMAGE`: what `kfp dsl compile --py pipeline.py` finds (the only one here)."""
+
+
 def compile_pipeline(output: Path = PIPELINE_FILE, *, image: str = DEFAULT_IMAGE) -> Path:
     """Write the pipeline YAML that `kfp run create` and the KFP UI accept."""
-    compiler.Compiler().compile(make_training_pipeline(image), package_path=str(output))
+    pipeline_func = training_pipeline if image == DEFAULT_IMAGE else make_training_pipeline(image)
+    compiler.Compiler().compile(pipeline_func, package_path=str(output))
     return output
 
 
@@ -161,6 +178,32 @@ def compile_monitoring_pipeline(output: Path = MONITORING_PIPELINE_FILE, *, imag
 
     compiler.Compiler().compile(make_monitoring_pipeline(image), package_path=str(output))
     return output
+
+
+def compile_manifests(directory: Path = PIPELINE_MANIFESTS_DIR, *, image: str = DEFAULT_IMAGE) -> list[Path]:
+    """Write both pipelines as Kubernetes-native `Pipeline` + `PipelineVersion` objects, with a kustomization."""
+    from components.monitoring.pipeline_def import make_monitoring_pipeline
+    from components.pipeline_manifests import write_kustomization, write_pipeline_manifest
+
+    pipeline_funcs: tuple[Any, ...] = (make_training_pipeline(image), make_monitoring_pipeline(image))
+    written = [write_pipeline_manifest(func, directory / f"{func.name}.yaml") for func in pipeline_funcs]
+    return [*written, write_kustomization(directory, written)]
+
+
+def compile_all(output: Path | None = None, *, image: str = DEFAULT_IMAGE) -> list[Path]:
+    """Write the training YAML at `output`, the monitoring YAML beside it and the manifests below it.
+
+    Without `output`: the committed files (`pipeline.yaml`, ...) for the default image; for any other image the
+    same layout under `build/` (git-ignored), so a custom image never silently replaces the committed YAMLs.
+    """
+    if output is None:
+        output = PIPELINE_FILE if image == DEFAULT_IMAGE else BUILD_DIR / PIPELINE_FILE.name
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        compile_pipeline(output, image=image),
+        compile_monitoring_pipeline(output.with_name(MONITORING_PIPELINE_FILENAME), image=image),
+        *compile_manifests(output.parent / PIPELINE_MANIFESTS_DIR.relative_to(REPO), image=image),
+    ]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -243,16 +286,85 @@ class LocalRunResult:
     seconds: float
 
 
-def run_locally(root: Path, arguments: dict[str, Any]) -> LocalRunResult:
-    """Run the training pipeline with `kfp.local` in this Python environment; raise `RuntimeError` on failure."""
+def pipeline_defaults() -> dict[str, Any]:
+    """The training pipeline's parameters and their defaults, as the compiled spec declares them."""
+    return {name: spec.default for name, spec in training_pipeline.component_spec.inputs.items()}
+
+
+def preflight(arguments: dict[str, Any]) -> dict[str, Any]:
+    """Every parameter of a run (defaults filled in, model name derived from the dataset), checked before any step.
+
+    Raises:
+        components.parameters.ParameterError: One line naming the parameter.
+    """
+    from components.parameters import default_model_name, validate_parameters
+
+    defaults = pipeline_defaults()
+    dataset = arguments.get("dataset", defaults["dataset"])
+    complete = {**defaults, "model_name": default_model_name(str(dataset)), **arguments}
+    validate_parameters(complete, accepted=defaults)
+    return complete
+
+
+def new_log_path(root: Path) -> Path:
+    """A new, empty log file under `root/logs`: unique even for runs started in the same second."""
+    logs = root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    while True:
+        path = logs / f"run-{stamp}-{uuid.uuid4().hex[:8]}.log"
+        try:
+            path.touch(exist_ok=False)
+        except FileExistsError:
+            continue
+        return path
+
+
+def local_runner(runner: str, root: Path, arguments: dict[str, Any]) -> Any:
+    """The `kfp.local` runner named `runner` (`subprocess`: this Python environment; `docker`: the project image).
+
+    Raises:
+        components.local_runners.RunnerUnavailableError: One line saying what is missing (e.g. a Docker API).
+    """
+    from components.local_runners import build_runner
+
+    dataset = Path(str(arguments.get("dataset", "")))
+    return build_runner(
+        runner,
+        pipeline_root=root.resolve() / "runs",
+        local_store=Path(arguments.get("local_store") or root.resolve() / LOCAL_STORE_DIRNAME),
+        image=DEFAULT_IMAGE,
+        # A step in a container sees a host file only if it is mounted.
+        read_only=[dataset.resolve()] if dataset.is_file() else [],
+    )
+
+
+def run_locally(root: Path, arguments: dict[str, Any], *, runner: Any = RUNNER_SUBPROCESS) -> LocalRunResult:
+    """Run the training pipeline with `kfp.local`: in this Python environment, or every step in the project image.
+
+    Args:
+        root: Local outputs: `runs/` (the pipeline root), `logs/`, and the model store (unless `local_store` is given).
+        arguments: Pipeline parameters; missing ones take the pipeline's defaults (the model name the dataset's).
+        runner: `subprocess`, `docker`, or a runner `local_runner` already built.
+
+    Raises:
+        components.parameters.ParameterError: A parameter, `root` or the store is refused before any step starts.
+        RuntimeError: A step failed (the message names the reason and the log file).
+    """
     import warnings
 
     from kfp import local
 
+    from components.parameters import check_writable
+
     root = root.resolve()
-    arguments = {"local_store": str(root / LOCAL_STORE_DIRNAME), **arguments}
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root / "runs"))
-    log_path = root / "logs" / f"run-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    check_writable(root, what="--root")
+    arguments = preflight({"local_store": str(root / LOCAL_STORE_DIRNAME), **arguments})
+    check_writable(Path(arguments["local_store"]), what="local_store")
+    if isinstance(runner, str):
+        runner = local_runner(runner, root, arguments)
+    local.init(runner=runner, pipeline_root=str(root / "runs"))
+    log_path = new_log_path(root)
     started = time.monotonic()
     with _progress(log_path) as stream, warnings.catch_warnings():
         # kfp.local warns for any image without "python" in its name; ours has Python, and the runner uses this venv.
@@ -305,27 +417,45 @@ def _curl_example(model_name: str, host: str, port: int, n_features: int) -> str
 
 
 def serve_deployed(
-    store: Path, *, model_name: str, host: str, port: int, workers: int = 1, payload_log_dir: Path | None = None
+    store: Path,
+    *,
+    model_name: str,
+    host: str,
+    port: int,
+    workers: int = 1,
+    payload_log_dir: Path | None = None,
+    grpc_port: int | None = None,
 ) -> None:
     """Serve the live local deployment of `model_name` with the project's KServe model server (blocks)."""
     from components.local_store import current
-    from components.model_artifact import read_model_card
+    from components.model_artifact import verify_model_dir
+    from components.names import check_model_name
     from components.serving import serve
+    from components.serving.server import check_ports_free
 
+    # A bad name or a busy port is the first and only line printed, before anything is read or loaded.
+    check_model_name(model_name)
+    check_ports_free(host, [("HTTP", port)] + ([("gRPC", grpc_port)] if grpc_port is not None else []))
     deployment = current(store, model_name)
-    card = read_model_card(Path(deployment.model_dir))
+    # Refuse a changed deployment here, in one line, before the server starts and logs its own refusal.
+    card = verify_model_dir(Path(deployment.model_dir), expected_digest=deployment.digest or None)
     print(f"Serving '{model_name}' version {deployment.version} from {deployment.model_dir}")
     print(f"  V1 predict: {_curl_example(model_name, host, port, len(card.feature_names))}")
     if payload_log_dir is not None:
         print(f"  Logging predictions to {payload_log_dir} (check drift: python pipeline.py monitor --help)")
+    if grpc_port is not None:
+        print(f"  gRPC (Open Inference Protocol V2): {host}:{grpc_port}")
     print("  Ctrl-C stops the server.")
     serve(
         Path(deployment.model_dir),
         model_name=model_name,
         host=host,
         port=port,
+        grpc_port=grpc_port,
         workers=workers,
         payload_log_dir=payload_log_dir,
+        model_digest=deployment.digest,
+        model_version=deployment.version,
     )
 
 
@@ -338,12 +468,21 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command")
 
-    compile_cmd = commands.add_parser("compile", help="write pipeline.yaml and monitoring_pipeline.yaml")
-    compile_cmd.add_argument("--output", type=Path, default=PIPELINE_FILE, help="the monitoring YAML goes beside it")
+    compile_cmd = commands.add_parser(
+        "compile", help="write pipeline.yaml, monitoring_pipeline.yaml and manifests/pipelines/ (kubectl apply -k)"
+    )
+    compile_cmd.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="training YAML; the monitoring YAML goes beside it, manifests/pipelines/ below its directory "
+        "(default: pipeline.yaml, or build/pipeline.yaml with a non-default --image)",
+    )
     compile_cmd.add_argument("--image", default=DEFAULT_IMAGE, help="image of every component (default: %(default)s)")
 
     def add_serve_options(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--port", type=int, default=DEFAULT_HTTP_PORT)
+        cmd.add_argument("--grpc-port", type=int, default=None, help="also serve Open Inference Protocol gRPC here")
         cmd.add_argument("--host", default=DEFAULT_HOST, help="bind address (default: %(default)s, this machine only)")
         cmd.add_argument("--workers", type=int, default=1)
         cmd.add_argument(
@@ -352,22 +491,33 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
     def add_root(cmd: argparse.ArgumentParser) -> None:
         cmd.add_argument("--root", type=Path, default=Path(DEFAULT_LOCAL_ROOT), help="local outputs (%(default)s)")
-        cmd.add_argument("--model-name", default=DEFAULT_MODEL_NAME)
+
+    def add_model_name(cmd: argparse.ArgumentParser, default: str | None, shown: str) -> None:
+        cmd.add_argument("--model-name", default=default, help=f"model (and InferenceService) name ({shown})")
 
     run_cmd = commands.add_parser("run", help="run the pipeline locally with kfp.local")
     add_root(run_cmd)
+    add_model_name(run_cmd, None, "default: sklearn-<dataset>, e.g. sklearn-iris, sklearn-churn for churn.csv")
     run_cmd.add_argument("--dataset", default=DEFAULT_DATASET)
     run_cmd.add_argument("--label-column", default=DEFAULT_LABEL_COLUMN)
     run_cmd.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
     run_cmd.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    run_cmd.add_argument("--model-family", choices=MODEL_FAMILIES, default=DEFAULT_MODEL_FAMILY)
+    run_cmd.add_argument("--model-family", default=DEFAULT_MODEL_FAMILY, help=f"{' or '.join(MODEL_FAMILIES)}")
     run_cmd.add_argument("--hyperparameters", type=_json_object, default={}, help="JSON, e.g. '{\"C\": 0.5}'")
     run_cmd.add_argument("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY)
     run_cmd.add_argument("--serve", action="store_true", help="serve the deployed model when the run ends")
+    run_cmd.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default=RUNNER_SUBPROCESS,
+        help="subprocess: steps in this Python environment; docker: every step in the project image over a Docker "
+        "API (Docker, or podman's socket through DOCKER_HOST) (default: %(default)s)",
+    )
     add_serve_options(run_cmd)
 
     serve_cmd = commands.add_parser("serve", help="serve the model the last local run deployed")
     add_root(serve_cmd)
+    add_model_name(serve_cmd, DEFAULT_MODEL_NAME, "default: %(default)s")
     add_serve_options(serve_cmd)
 
     # `monitor` is handed to components.monitoring before parsing; listed here so --help shows it.
@@ -395,7 +545,7 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _run_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    arguments = {
         "dataset": args.dataset,
         "label_column": args.label_column,
         "test_fraction": args.test_fraction,
@@ -403,9 +553,11 @@ def _run_arguments(args: argparse.Namespace) -> dict[str, Any]:
         "model_family": args.model_family,
         "hyperparameters": args.hyperparameters,
         "min_accuracy": args.min_accuracy,
-        "model_name": args.model_name,
         "deploy_target": DEPLOY_TARGET_LOCAL,
     }
+    if args.model_name is not None:
+        arguments["model_name"] = args.model_name
+    return arguments
 
 
 def _parse_submit_args(pairs: Sequence[str]) -> dict[str, Any]:
@@ -418,9 +570,7 @@ def _parse_submit_args(pairs: Sequence[str]) -> dict[str, Any]:
             parsed[key] = json.loads(raw)
         except json.JSONDecodeError:
             parsed[key] = raw
-    target = parsed.setdefault("deploy_target", "kubernetes")
-    if target not in DEPLOY_TARGETS:
-        raise SystemExit(f"deploy_target must be one of {DEPLOY_TARGETS}")
+    parsed.setdefault("deploy_target", DEPLOY_TARGET_KUBERNETES)
     return parsed
 
 
@@ -434,44 +584,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     command = args.command or "compile"
     if command == "compile":
-        output = getattr(args, "output", PIPELINE_FILE)
         image = getattr(args, "image", DEFAULT_IMAGE)
-        for written in (
-            compile_pipeline(output, image=image),
-            compile_monitoring_pipeline(output.with_name(MONITORING_PIPELINE_FILENAME), image=image),
-        ):
+        for written in compile_all(getattr(args, "output", None), image=image):
             print(f"wrote {written}")
+        if image != DEFAULT_IMAGE and getattr(args, "output", None) is None:
+            print(f"(image {image} is not the default: the committed YAMLs are unchanged)")
         return 0
+    from components.local_runners import RunnerUnavailableError
+    from components.parameters import ParameterError, check_writable
+
     if command == "submit":
         from components.submit import SubmitError, submit_pipeline
 
-        package = compile_pipeline(PIPELINE_FILE, image=args.image)
-        try:
-            run_id = submit_pipeline(
-                package,
-                endpoint=args.endpoint,
-                arguments=_parse_submit_args(args.arg),
-                service_account=args.service_account,
-                experiment=args.experiment,
-            )
-        except SubmitError as exc:
-            print(f"submit failed: {exc}", file=sys.stderr)
-            return 1
+        try:  # the same check, and message, as `run`: before compiling or contacting the server
+            arguments = preflight(_parse_submit_args(args.arg))
+        except ParameterError as exc:
+            print(f"pipeline.py submit: {exc}", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory() as tmp:  # never touch the committed pipeline.yaml
+            package = compile_pipeline(Path(tmp) / PIPELINE_FILE.name, image=args.image)
+            try:
+                run_id = submit_pipeline(
+                    package,
+                    endpoint=args.endpoint,
+                    arguments=arguments,
+                    service_account=args.service_account,
+                    experiment=args.experiment,
+                )
+            except SubmitError as exc:
+                print(f"submit failed: {exc}", file=sys.stderr)
+                return 1
         print(f"started run {run_id} on {args.endpoint}")
         return 0
     store = args.root.resolve() / LOCAL_STORE_DIRNAME
+    model_name = args.model_name
     if command == "run":
-        arguments = _run_arguments(args)
-        from components.train import TrainingConfigError, resolve_hyperparameters
-
         try:  # fail before any step starts, not after loading the data
-            resolve_hyperparameters(args.model_family, args.hyperparameters)
-        except TrainingConfigError as exc:
+            check_writable(args.root.resolve(), what="--root")
+            arguments = preflight({"local_store": str(store), **_run_arguments(args)})
+            runner = local_runner(args.runner, args.root, arguments)
+        except (ParameterError, RunnerUnavailableError) as exc:
             print(f"pipeline.py run: {exc}", file=sys.stderr)
             return 2
-        print(f"Running pipeline '{PIPELINE_NAME}' locally (kfp.local, this Python environment)")
+        model_name = arguments["model_name"]
+        where = "this Python environment" if args.runner == RUNNER_SUBPROCESS else f"every step in {DEFAULT_IMAGE}"
+        print(f"Running pipeline '{PIPELINE_NAME}' locally (kfp.local, {where})")
         try:
-            result = run_locally(args.root, arguments)
+            result = run_locally(args.root, arguments, runner=runner)
+        except (ParameterError, RunnerUnavailableError) as exc:
+            print(f"pipeline.py run: {exc}", file=sys.stderr)
+            return 2
         except RuntimeError as exc:
             print(f"\nRun failed: {exc}", file=sys.stderr)
             return 1
@@ -481,19 +643,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not result.deploy:
             print("Nothing to serve: the model did not pass the deploy gate.", file=sys.stderr)
             return 1
-    from components.local_store import NothingDeployedError
+    from components.local_store import LocalStoreError
     from components.model_artifact import ModelIntegrityError
+    from components.names import InvalidNameError
+    from components.serving.server import PortInUseError
 
     try:
         serve_deployed(
             store,
-            model_name=args.model_name,
+            model_name=model_name,
             host=args.host,
             port=args.port,
             workers=args.workers,
             payload_log_dir=args.payload_log_dir,
+            grpc_port=args.grpc_port,
         )
-    except (NothingDeployedError, ModelIntegrityError) as exc:
+    except (LocalStoreError, ModelIntegrityError, InvalidNameError, PortInUseError) as exc:
         print(f"cannot serve: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,12 +1,14 @@
 """Throughput and latency of the project's predictor against a stock-KServe-sklearnserver baseline, in one run.
 
-Run: .venv/bin/python benchmarks/serving.py [--duration 5] [--repeat 3] [--workers 1 2]
+Run: .venv/bin/python benchmarks/serving.py [--duration 5] [--repeat 3] [--workers 1 2] [--protocols v1 v2-binary]
 Needs `wrk` (Debian: apt-get install -y wrk). Prints a markdown table and writes benchmarks/results/serving-<ts>.json.
 
 Both servers run on this machine, one at a time, on the same model directories (a model trained here, never
 committed): Iris StandardScaler+LogisticRegression, and RandomForest(100 trees) over make_classification(100_000, 20).
 The baseline mirrors KServe's sklearnserver: a `kserve.Model` that joblib-loads `model.joblib` and calls `predict`
 on `np.asarray(instances)` behind the stock `kserve.ModelServer` with its defaults (1 worker).
+Protocols: V1 JSON `instances`, V2 JSON (one [N, features] FP64 tensor) and V2 with the binary tensor extension
+(raw FP64 input bytes, `binary_data_output`), each against the same stock server on the same body.
 Before loading, the run checks that our server returns sklearn's predictions on every row of each test split.
 One-worker servers are pinned to core 1 (taskset). At concurrency 16 wrk runs on core 0, so the load generator does
 not steal the server's core. At concurrency 1 wrk shares core 1: client and server strictly take turns, and on a VM
@@ -44,6 +46,55 @@ SERVER_CPU, CLIENT_CPU = "1", "0"
 """One-worker servers get core 1; wrk gets core 0 under concurrent load and shares core 1 at concurrency 1."""
 CONCURRENCIES = (1, 16)
 BATCH_SIZES = (1, 100)
+V1, V2_JSON, V2_BINARY = "v1", "v2-json", "v2-binary"
+PROTOCOLS = (V1, V2_JSON, V2_BINARY)
+
+
+@dataclass(frozen=True)
+class Body:
+    """One request: the file wrk sends, its path and extra headers."""
+
+    file: Path
+    path: str
+    headers: dict[str, str]
+
+
+def write_body(protocol: str, rows: np.ndarray, directory: Path, label: str) -> Body:
+    """The request body for `protocol` (the same rows for every protocol)."""
+    target = directory / f"{label}-{protocol}.body"
+    if protocol == V1:
+        target.write_text(json.dumps({"instances": rows.tolist()}))
+        return Body(target, f"/v1/models/{MODEL_NAME}:predict", {"Content-Type": "application/json"})
+    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64"}
+    path = f"/v2/models/{MODEL_NAME}/infer"
+    if protocol == V2_JSON:
+        target.write_text(json.dumps({"inputs": [{**tensor, "data": rows.ravel().tolist()}]}))
+        return Body(target, path, {"Content-Type": "application/json"})
+    raw = np.ascontiguousarray(rows, dtype="<f8").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": len(raw)}}],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    target.write_bytes(header + raw)
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    return Body(target, path, headers)
+
+
+def check_body(port: int, body: Body, expected: np.ndarray) -> None:
+    """Both servers must answer the benchmark body, with sklearn's labels (binary answers decoded)."""
+    reply = httpx.post(f"http://127.0.0.1:{port}{body.path}", content=body.file.read_bytes(), headers=body.headers)
+    if reply.status_code != 200:
+        raise SystemExit(f"{body.file.name} got {reply.status_code}: {reply.text[:300]}")
+    json_length = reply.headers.get("inference-header-content-length")
+    if json_length is not None:
+        labels = np.frombuffer(reply.content[int(json_length) :], "<i8").tolist()
+    else:
+        answer = reply.json()
+        labels = answer["predictions"] if "predictions" in answer else answer["outputs"][0]["data"]
+    if labels != expected.tolist():
+        raise SystemExit(f"{body.file.name}: answer differs from sklearn on port {port}")
 
 
 @dataclass
@@ -59,6 +110,7 @@ class Run:
     p50_ms: float
     p99_ms: float
     errors: int
+    protocol: str = V1
 
 
 @dataclass
@@ -284,14 +336,21 @@ _LATENCY_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 def wrk(
-    url: str, body_file: Path, concurrency: int, duration: float, script_dir: Path, cpus: str | None
+    url: str,
+    body_file: Path,
+    concurrency: int,
+    duration: float,
+    script_dir: Path,
+    cpus: str | None,
+    headers: dict[str, str] | None = None,
 ) -> tuple[float, float, float, int]:
     """Run wrk; returns (req/s, p50 ms, p99 ms, non-2xx + socket errors)."""
     script = script_dir / "post.lua"
+    sent = headers or {"Content-Type": "application/json"}
     script.write_text(
         'local f = io.open("' + str(body_file) + '", "rb")\n'
         "wrk.method = 'POST'\nwrk.body = f:read('*a')\nf:close()\n"
-        "wrk.headers['Content-Type'] = 'application/json'\n"
+        + "".join(f"wrk.headers['{k}'] = '{v}'\n" for k, v in sent.items())
     )
     argv = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "-s", str(script), url]
     if cpus is not None:
@@ -361,7 +420,7 @@ def measure(
     live: Servers,
     phase: str,
     model: str,
-    bodies: dict[int, Path],
+    bodies: dict[tuple[str, int], Body],
     servers: list[tuple[str, int]],
     pinned: bool,
     args,
@@ -369,56 +428,60 @@ def measure(
 ) -> list[Run]:
     """Load each server in turn, --repeat rounds per scenario, and keep each server's best round."""
     runs = []
-    for rows in BATCH_SIZES:
-        for conc in CONCURRENCIES:
-            same_core = conc == 1 and not args.c1_cross_core
-            client_cpus = (SERVER_CPU if same_core else CLIENT_CPU) if pinned else None
-            # The access log costs the same per request whatever the batch; worker scaling needs concurrency.
-            targets = [
-                (kind, w)
-                for kind, w in servers
-                if not (kind == OURS_WITH_LOG and rows != 1) and not (phase == SCALING and conc == 1)
-            ]
-            urls = {t: f"http://127.0.0.1:{live.port(*t)}/v1/models/{MODEL_NAME}:predict" for t in targets}
+    for protocol, rows, conc in ((p, r, c) for p in args.protocols for r in BATCH_SIZES for c in CONCURRENCIES):
+        body = bodies[(protocol, rows)]
+        same_core = conc == 1 and not args.c1_cross_core
+        client_cpus = (SERVER_CPU if same_core else CLIENT_CPU) if pinned else None
+        # The access log costs the same per request whatever the batch; worker scaling needs concurrency.
+        targets = [
+            (kind, w)
+            for kind, w in servers
+            if not (kind == OURS_WITH_LOG and (rows != 1 or protocol != V1))
+            and not (phase == SCALING and (conc == 1 or protocol != V1))
+        ]
+        urls = {t: f"http://127.0.0.1:{live.port(*t)}{body.path}" for t in targets}
+        for target in targets:
+            wrk(urls[target], body.file, 4, 1.0, work, client_cpus, body.headers)  # warm-up
+        # Rounds alternate between servers, so load from elsewhere on the machine hits them alike.
+        attempts: dict[tuple[str, int], list] = {t: [] for t in targets}
+        for _ in range(args.repeat):
             for target in targets:
-                wrk(urls[target], bodies[rows], 4, 1.0, work, client_cpus)  # warm-up
-            # Rounds alternate between servers, so load from elsewhere on the machine hits them alike.
-            attempts: dict[tuple[str, int], list] = {t: [] for t in targets}
-            for _ in range(args.repeat):
-                for target in targets:
-                    attempts[target].append(wrk(urls[target], bodies[rows], conc, args.duration, work, client_cpus))
-            for (kind, workers), tries in attempts.items():
-                rps, p50, p99, _ = max(tries)
-                errors = sum(t[3] for t in tries)
-                runs.append(Run(phase, model, kind, workers, pinned, rows, conc, rps, p50, p99, errors))
-                print(
-                    f"  {kind} x{workers} rows={rows} c={conc}: {rps:,.0f} req/s p50={p50:.2f}ms p99={p99:.2f}ms "
-                    f"errors={errors} (rounds: {[round(t[0]) for t in tries]})",
-                    flush=True,
+                attempts[target].append(
+                    wrk(urls[target], body.file, conc, args.duration, work, client_cpus, body.headers)
                 )
+        for (kind, workers), tries in attempts.items():
+            rps, p50, p99, _ = max(tries)
+            errors = sum(t[3] for t in tries)
+            runs.append(Run(phase, model, kind, workers, pinned, rows, conc, rps, p50, p99, errors, protocol))
+            print(
+                f"  {protocol} {kind} x{workers} rows={rows} c={conc}: {rps:,.0f} req/s p50={p50:.2f}ms "
+                f"p99={p99:.2f}ms "
+                f"errors={errors} (rounds: {[round(t[0]) for t in tries]})",
+                flush=True,
+            )
     return runs
 
 
 def markdown(runs: list[Run], startups: list[Startup], workers: list[int]) -> str:
     lines = [
-        "| model | rows/req | conc. | baseline req/s | ours req/s (1 worker) | ratio | baseline p50 / p99 ms | "
-        "ours p50 / p99 ms | p99 ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | protocol | rows/req | conc. | baseline req/s | ours req/s (1 worker) | ratio | "
+        "baseline p50 / p99 ms | ours p50 / p99 ms | p99 ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    index = {(r.model, r.server, r.workers, r.rows, r.concurrency): r for r in runs if r.phase == RATIOS}
+    index = {(r.model, r.server, r.workers, r.rows, r.concurrency, r.protocol): r for r in runs if r.phase == RATIOS}
     scaling = {(r.model, r.workers, r.rows, r.concurrency): r for r in runs if r.phase == SCALING}
     for model in dict.fromkeys(r.model for r in runs):
-        for rows in BATCH_SIZES:
-            for conc in CONCURRENCIES:
-                base = index.get((model, BASELINE, 1, rows, conc))
-                ours = index.get((model, OURS, 1, rows, conc))
-                if not base or not ours:
-                    continue
-                lines.append(
-                    f"| {model} | {rows} | {conc} | {base.requests_per_s:,.0f} | {ours.requests_per_s:,.0f} | "
-                    f"**{ours.requests_per_s / base.requests_per_s:.1f}x** | {base.p50_ms:.2f} / {base.p99_ms:.2f} | "
-                    f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} | {ours.p99_ms / base.p99_ms:.2f} |"
-                )
+        for protocol, rows, conc in ((p, r, c) for p in PROTOCOLS for r in BATCH_SIZES for c in CONCURRENCIES):
+            base = index.get((model, BASELINE, 1, rows, conc, protocol))
+            ours = index.get((model, OURS, 1, rows, conc, protocol))
+            if not base or not ours:
+                continue
+            lines.append(
+                f"| {model} | {protocol} | {rows} | {conc} | {base.requests_per_s:,.0f} | "
+                f"{ours.requests_per_s:,.0f} | "
+                f"**{ours.requests_per_s / base.requests_per_s:.1f}x** | {base.p50_ms:.2f} / {base.p99_ms:.2f} | "
+                f"{ours.p50_ms:.2f} / {ours.p99_ms:.2f} | {ours.p99_ms / base.p99_ms:.2f} |"
+            )
     lines += ["", "| model | server | workers | cold start s | idle RSS MiB |", "|---|---|---:|---:|---:|"]
     lines += [
         f"| {s.model} | {s.server} | {s.workers} | {s.cold_start_s:.1f} | {s.idle_rss_mb:.0f} |"
@@ -445,7 +508,7 @@ def markdown(runs: list[Run], startups: list[Startup], workers: list[int]) -> st
             "|---|---:|---:|---:|---:|",
         ]
         for r in logged:
-            plain = index.get((r.model, OURS, 1, r.rows, r.concurrency))
+            plain = index.get((r.model, OURS, 1, r.rows, r.concurrency, r.protocol))
             if plain:
                 cells = f"{plain.requests_per_s:,.0f} | {r.requests_per_s:,.0f}"
                 lines.append(f"| {r.model} | {r.rows} | {r.concurrency} | {cells} |")
@@ -458,6 +521,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for our server")
     parser.add_argument("--models", nargs="+", default=["iris-lr", "rf100"])
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
+    parser.add_argument(
+        "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="request formats to measure"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin 1-worker servers and wrk to cores")
     parser.add_argument(
         "--c1-cross-core", action="store_true", help="at concurrency 1 too, run wrk on the other core than the server"
@@ -484,10 +550,11 @@ def main() -> None:
     floor_body.write_text("{}")
     floor = loopback_floor(floor_body, work, args.duration) if pin else {}
     for model, (directory, x_test, expected) in models.items():
-        bodies = {}
-        for rows in BATCH_SIZES:
-            bodies[rows] = work / f"{model}-{rows}.json"
-            bodies[rows].write_text(json.dumps({"instances": x_test[:rows].tolist()}))
+        bodies = {
+            (protocol, rows): write_body(protocol, x_test[:rows], work, f"{model}-{rows}")
+            for protocol in args.protocols
+            for rows in BATCH_SIZES
+        }
         # Phase A, the ratios: baseline and ours side by side on one pinned core, measured in turn.
         phase_a = [(BASELINE, 1), (OURS, 1), (OURS_WITH_LOG, 1)]
         # Phase B, worker scaling: ours with 1 and N workers, free to use every core.
@@ -502,6 +569,9 @@ def main() -> None:
                 ]
                 if name == RATIOS:
                     check_equivalence(live.port(OURS, 1), x_test, expected)
+                    for (_, rows), body in bodies.items():
+                        for kind in (BASELINE, OURS):
+                            check_body(live.port(kind, 1), body, expected[:rows])
                 runs += measure(live, name, model, bodies, phase, pinned, args, work)
     table = markdown(runs, startups, args.workers)
     if floor:

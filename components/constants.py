@@ -73,7 +73,8 @@ METRIC_MODEL_INFO: Final = "kfp_sklearn_model_info"
 # --- Monitoring: payload logs, reference profile, drift (components/monitoring/) ----------------
 REFERENCE_PROFILE_FILENAME: Final = "reference_profile.json"
 """Training-time feature distribution beside the model; the drift check compares live traffic with it."""
-REFERENCE_PROFILE_SCHEMA_VERSION: Final = 1
+REFERENCE_PROFILE_SCHEMA_VERSION: Final = 2
+"""2: PSI bin edges halfway between distinct training values (1: edges on quantiles; upgraded when read)."""
 PAYLOAD_LOG_SUFFIX: Final = ".parquet"
 PAYLOAD_LOG_DATE_PREFIX: Final = "date="
 """Hive-style day partition under `<log_dir>/<model_name>/`, so a window reads only the days it spans."""
@@ -93,9 +94,11 @@ CE_TYPE_INFERENCE_RESPONSE: Final = "org.kubeflow.serving.inference.response"
 DEFAULT_SINK_PORT: Final = 8080
 DEFAULT_PSI_THRESHOLD: Final = 0.15
 DEFAULT_KS_ALPHA: Final = 0.05
-"""Family-wise (Bonferroni over features). With PSI >= 0.15 and 200+ rows: <= 2.75% false alarms and 84-100%
-detection of a half-std shift in 400-window simulations (components/monitoring/README.md)."""
+"""Family-wise over every feature's KS and spread tests (Holm). Measured false-alarm and detection rates:
+components/monitoring/README.md (benchmarks/drift_calibration.py)."""
 DEFAULT_MIN_RECORDS: Final = 200
+DEFAULT_STD_RATIO_THRESHOLD: Final = 1.2
+"""A significant spread test counts only when the standard deviation grew or shrank by at least this factor."""
 DRIFT_STATUS_OK: Final = "ok"
 DRIFT_STATUS_DRIFT: Final = "drift"
 DRIFT_STATUS_NOT_ENOUGH_DATA: Final = "not_enough_data"
@@ -108,6 +111,9 @@ METRIC_DRIFT_RECORDS: Final = "drift_records"
 METRIC_DRIFT_FEATURES_DRIFTED: Final = "drift_features_drifted"
 METRIC_DRIFT_MAX_PSI: Final = "drift_max_psi"
 METRIC_DRIFT_MIN_KS_PVALUE: Final = "drift_min_ks_pvalue"
+METRIC_DRIFT_MIN_SPREAD_PVALUE: Final = "drift_min_spread_pvalue"
+METRIC_DRIFT_STD_RATIO_PREFIX: Final = "drift_std_ratio: "
+"""Followed by the feature name: one metric per feature, the report's std-ratio column in the KFP UI."""
 METRIC_DRIFT_DETECTED: Final = "drift_detected"
 MONITORING_PIPELINE_NAME: Final = "sklearn-monitoring"
 MONITORING_PIPELINE_FILENAME: Final = "monitoring_pipeline.yaml"
@@ -130,11 +136,25 @@ LINEAGE_ANNOTATION_PREFIX: Final = "kfp-sklearn-kserve/"
 CANARY_ANNOTATION: Final = f"{LINEAGE_ANNOTATION_PREFIX}canary-traffic-percent"
 """Asks deploy for a Standard-mode canary (`spec.canary`) beside the live predictor."""
 CANARY_PREDICTOR_NAME: Final = "canary"
-DEFAULT_PREDICTOR_RESOURCES: Final = {
-    "requests": {"cpu": "100m", "memory": "256Mi"},
-    "limits": {"cpu": "1", "memory": "512Mi"},
-}
-"""Small enough for kind/minikube; the stock sklearn runtime asks 1 CPU / 2Gi."""
+DEFAULT_MIN_REPLICAS: Final = 1
+"""Standard mode has no scale-from-zero; KServe's HPA raises anything below 1 to 1 (hpa_reconciler.go)."""
+DEFAULT_MAX_REPLICAS: Final = 3
+"""Room to grow on one kind/minikube node; KServe's HPA scales between the two bounds."""
+SCALE_METRICS_STANDARD: Final = ("cpu", "memory")
+"""What KServe's HPA understands (constants.AutoscalerAllowedHPAMetricsList)."""
+SCALE_METRICS_KNATIVE: Final = ("concurrency", "rps")
+"""What Knative's autoscaler understands (constants.AutoscalerAllowedKPAMetricsList)."""
+DEFAULT_SCALE_METRIC: Final = "cpu"
+DEFAULT_SCALE_TARGET: Final = 80
+"""Percent of the CPU request, KServe's own default (constants.DefaultCPUUtilization)."""
+MODEL_DIGEST_ENV: Final = "MODEL_DIGEST"
+"""Predictor container env: the model directory digest the server must find (set by deploy, read by the server)."""
+MODEL_VERSION_ENV: Final = "MODEL_VERSION"
+"""Predictor container env: the version id the server reports (first 12 hex digits of the digest)."""
+LOGGER_AGENT_PORT: Final = 9081
+"""With `predictor.logger`, KServe's Service targets the injected agent on this port (service_reconciler.go)."""
+MODEL_CLIENTS_NAMESPACE_LABEL: Final = "kfp-sklearn-kserve/model-clients"
+"""Namespaces labelled with this (value "true") may call the predictors (base/networkpolicy-predictors.yaml)."""
 STORAGE_URI_SCHEMES: Final = ("s3", "gs", "pvc", "http", "https", "hf", "oci")
 """URI schemes KServe's storage initializer can fetch (`minio://` is rewritten to `s3://` first)."""
 

@@ -6,18 +6,32 @@ person reading it is looking at a failed pipeline step, not at this code.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import http.client
+import io
 import math
-from dataclasses import dataclass
-from pathlib import Path
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from components.constants import BUILTIN_DATASETS
+from components.monitoring.payload_log import METADATA_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd
 
 _TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_URL_SCHEMES = ("http", "https")
+_READ_CHUNK = 1 << 16
+DATASET_TIMEOUT_S = 30.0
+"""Longest wait to connect to a dataset URL, for any read, and for the whole download."""
+DATASET_MAX_BYTES = 256 << 20
+"""Largest dataset file read (256 MiB): the load step holds it, and the frame, in memory."""
 MIN_ROWS_PER_CLASS = 2
 """A stratified split needs at least one row of each class on each side."""
 
@@ -53,36 +67,159 @@ class DatasetSummary:
         }
 
 
-def load_dataset(source: str, *, label_column: str) -> pd.DataFrame:
-    """Load a built-in dataset by name, or a CSV/Parquet file from a local path or URL.
+def load_dataset(
+    source: str,
+    *,
+    label_column: str,
+    timeout_s: float = DATASET_TIMEOUT_S,
+    max_bytes: int = DATASET_MAX_BYTES,
+) -> pd.DataFrame:
+    """Load a built-in dataset by name, or a CSV/Parquet file from a local path or an http(s) URL.
 
     Args:
-        source: `iris`, `wine`, `breast_cancer` (shipped with scikit-learn, no download), a path, or an
-            http(s)/file URL ending in `.csv` or `.parquet`.
+        source: `iris`, `wine`, `breast_cancer` (shipped with scikit-learn, no download), a local path, or an
+            `http://` / `https://` URL whose path ends in `.csv` or `.parquet` (`check_dataset_source`).
         label_column: Name given to the label of a built-in dataset; a file must already contain it.
+        timeout_s: Longest wait to connect, for any read, and for the whole download of a URL.
+        max_bytes: Largest file read (local or downloaded); a larger one is refused before it is parsed.
 
     Returns:
         The raw frame, label included.
+
+    Raises:
+        DataValidationError: An unsupported form, an unreachable or too large file, or one that does not parse.
+            Messages name the source (without credentials or query) and never quote the file's content.
     """
     import pandas as pd
 
     if source in BUILTIN_DATASETS:
         return _load_builtin(source, label_column)
-    suffix = Path(source.split("?", 1)[0]).suffix.lower()
-    kind = _TABLE_SUFFIXES.get(suffix)
-    if kind is None:
-        names = ", ".join(BUILTIN_DATASETS)
-        raise DataValidationError(
-            f"cannot tell the format of '{source}': use a built-in dataset ({names}) "
-            "or a file ending in .csv or .parquet"
-        )
-    is_url = "://" in source
-    if not is_url and not Path(source).is_file():
-        raise DataValidationError(f"dataset file '{source}' does not exist")
+    where = check_dataset_source(source)
+    if where.is_url:
+        data = _download(where, timeout_s=timeout_s, max_bytes=max_bytes)
+    else:
+        data = _read_local(Path(source), max_bytes=max_bytes)
     try:
-        return pd.read_csv(source) if kind == "csv" else pd.read_parquet(source)
-    except (OSError, ValueError) as exc:
-        raise DataValidationError(f"could not read {kind} from '{source}': {exc}") from exc
+        buffer = io.BytesIO(data)
+        return pd.read_csv(buffer) if where.kind == "csv" else pd.read_parquet(buffer)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        # The parser's own words only: its first line, cut short, so no message can carry a file's content.
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataValidationError(f"could not read {where.kind} from '{where.shown}': {reason}") from None
+
+
+@dataclass(frozen=True)
+class DatasetSource:
+    """A dataset location that passed `check_dataset_source`."""
+
+    kind: str
+    """`csv` or `parquet`."""
+    is_url: bool
+    location: str
+    shown: str
+    """How messages show it: a URL without user, password, query or fragment."""
+    basic_auth: str = field(default="", repr=False)
+    """`user:password` from the URL, sent as an Authorization header."""
+
+
+def check_dataset_source(source: str) -> DatasetSource:
+    """Refuse any `--dataset` that is not a built-in name, a local path or an http(s) URL to a .csv/.parquet file.
+
+    The format is judged on the URL's path, so `file:///etc/passwd#.csv` or `http://h/x?f=.csv` is refused. Other
+    schemes (`file://`, `ftp://`, `s3://`, ...) are refused: a local file is given as a path.
+    """
+    names = ", ".join(BUILTIN_DATASETS)
+    if not isinstance(source, str) or not source.strip():
+        raise DataValidationError(f"dataset must be a built-in dataset ({names}), a local path or an http(s) URL")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in source):
+        raise DataValidationError("dataset location contains control characters")
+    if source in BUILTIN_DATASETS:
+        return DatasetSource(kind="builtin", is_url=False, location=source, shown=source)
+    if "://" in source:
+        try:
+            parts = urlsplit(source)
+        except ValueError:  # e.g. an unclosed IPv6 bracket
+            raise DataValidationError("dataset URL cannot be parsed") from None
+        scheme = parts.scheme.lower()
+        host = parts.netloc.rpartition("@")[2]
+        shown = urlunsplit((scheme, host, parts.path, "", ""))
+        if scheme not in _URL_SCHEMES:
+            raise DataValidationError(
+                f"dataset URL scheme '{scheme[:20]}' is not supported: use a built-in dataset ({names}), a local path "
+                "or an http(s):// URL"
+            )
+        if not parts.hostname:
+            raise DataValidationError(f"dataset URL '{shown[:200]}' names no host")
+        path, is_url = parts.path, True
+        # urllib takes no user:password in a URL: it is sent as Basic auth, and the fragment is never sent.
+        location = urlunsplit((scheme, host, parts.path, parts.query, ""))
+        auth = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}" if parts.username else ""
+    else:
+        shown, path, is_url, location, auth = source, source, False, source, ""
+    kind = _TABLE_SUFFIXES.get(PurePosixPath(path).suffix.lower())
+    if kind is None:
+        raise DataValidationError(
+            f"cannot tell the format of '{shown[:200]}': use a built-in dataset ({names}) or a file whose path ends "
+            "in .csv or .parquet"
+        )
+    return DatasetSource(kind=kind, is_url=is_url, location=location, shown=shown[:200], basic_auth=auth)
+
+
+class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s): urllib would also follow one to ftp://."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        if urlsplit(newurl).scheme.lower() not in _URL_SCHEMES:
+            raise DataValidationError("dataset URL redirects to a scheme that is not http(s); refusing to follow it")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _download(where: DatasetSource, *, timeout_s: float, max_bytes: int) -> bytes:
+    opener = urllib.request.build_opener(_HttpOnlyRedirects)
+    headers = {"User-Agent": "kfp-sklearn-kserve"}
+    if where.basic_auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(where.basic_auth.encode()).decode()
+    request = urllib.request.Request(where.location, headers=headers)  # noqa: S310  # scheme checked: http(s)
+    deadline = time.monotonic() + timeout_s
+    failure = f"could not download '{where.shown}'"
+    try:
+        # The socket timeout bounds the connect and every read; the deadline bounds a server that drips bytes.
+        with opener.open(request, timeout=timeout_s) as response:
+            declared = response.headers.get("Content-Length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise DataValidationError(f"{failure}: it is {int(declared)} bytes, more than the {max_bytes} allowed")
+            chunks, size = [], 0
+            while chunk := response.read1(_READ_CHUNK):  # read1: return what arrived, do not wait to fill
+                size += len(chunk)
+                if size > max_bytes:
+                    raise DataValidationError(f"{failure}: it is more than the {max_bytes} bytes allowed")
+                if time.monotonic() > deadline:
+                    raise DataValidationError(f"{failure}: not complete within {timeout_s:g} s")
+                chunks.append(chunk)
+            return b"".join(chunks)
+    except urllib.error.HTTPError as exc:
+        raise DataValidationError(f"{failure}: HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        text = f"no answer within {timeout_s:g} s" if isinstance(reason, TimeoutError) else str(reason)[:160]
+        raise DataValidationError(f"{failure}: {text}") from None
+    except TimeoutError:
+        raise DataValidationError(f"{failure}: no answer within {timeout_s:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise DataValidationError(f"{failure}: {type(exc).__name__}: {str(exc)[:160]}") from None
+
+
+def _read_local(path: Path, *, max_bytes: int) -> bytes:
+    if not path.is_file():  # also refuses devices and FIFOs, which could block or never end
+        raise DataValidationError(f"dataset file '{str(path)[:200]}' does not exist or is not a regular file")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(max_bytes + 1)
+    except OSError as exc:
+        raise DataValidationError(f"could not read dataset file '{str(path)[:200]}': {exc.strerror}") from None
+    if len(data) > max_bytes:
+        raise DataValidationError(f"dataset file '{str(path)[:200]}' is more than the {max_bytes} bytes allowed")
+    return data
 
 
 def _load_builtin(name: str, label_column: str) -> pd.DataFrame:
@@ -100,8 +237,9 @@ def _load_builtin(name: str, label_column: str) -> pd.DataFrame:
 def validate_dataset(frame: pd.DataFrame, *, label_column: str, test_fraction: float) -> DatasetSummary:
     """Check that `frame` can be split and trained on, and describe it.
 
-    Refuses: an empty frame, a missing label, non-numeric, infinite or missing feature values, an all-NaN column,
-    fewer than two classes, and classes too small for a stratified split of `test_fraction`.
+    Refuses: an empty frame, a missing label, a feature named like a payload-log column, non-numeric, infinite or
+    missing feature values, an all-NaN column, fewer than two classes, and classes too small for a stratified split
+    of `test_fraction`. Messages name columns only once the label is found (never the header of an unknown file).
     """
     import numpy as np
     import pandas as pd
@@ -111,11 +249,20 @@ def validate_dataset(frame: pd.DataFrame, *, label_column: str, test_fraction: f
     if frame.empty or len(frame.columns) == 0:
         raise DataValidationError("the dataset is empty: no rows or no columns")
     if label_column not in frame.columns:
-        shown = ", ".join(map(str, list(frame.columns)[:10]))
-        raise DataValidationError(f"label column '{label_column}' not found; columns are: {shown}")
+        # No column names: a header is file content too (`/etc/passwd` as CSV has its first line as a header).
+        raise DataValidationError(
+            f"label column '{label_column}' not found among the dataset's {len(frame.columns)} columns; "
+            "pass the label's name as label_column (--label-column)"
+        )
     features = frame.drop(columns=[label_column])
     if features.shape[1] == 0:
         raise DataValidationError(f"the dataset has no feature columns besides the label '{label_column}'")
+    clash = [str(c) for c in features.columns if str(c) in METADATA_COLUMNS]
+    if clash:
+        raise DataValidationError(
+            f"feature column '{clash[0]}' has the name of a payload-log column ({', '.join(METADATA_COLUMNS)}); "
+            "rename it before training"
+        )
     all_nan = [str(c) for c in features.columns if features[c].isna().all()]
     if all_nan:
         raise DataValidationError(f"feature columns with no values at all (all NaN): {', '.join(all_nan)}")

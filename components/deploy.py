@@ -10,10 +10,16 @@ from typing import Any
 from components.constants import (
     DEFAULT_HOST,
     DEFAULT_HTTP_PORT,
+    DEFAULT_MAX_REPLICAS,
+    DEFAULT_MIN_REPLICAS,
+    DEFAULT_SCALE_METRIC,
+    DEFAULT_SCALE_TARGET,
     DEPLOY_TARGET_LOCAL,
     DEPLOY_TARGETS,
     LOCAL_STORE_PVC,
+    MODEL_DIGEST_ENV,
     MODEL_READER_SERVICE_ACCOUNT,
+    MODEL_VERSION_ENV,
 )
 
 
@@ -46,6 +52,16 @@ def deploy_model(
     service_account: str | None = None,
     timeout_seconds: float = 600.0,
     payload_logger_url: str = "",
+    run_name: str = "",
+    expected_digest: str | None = None,
+    min_replicas: int = DEFAULT_MIN_REPLICAS,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
+    scale_metric: str = DEFAULT_SCALE_METRIC,
+    scale_target: int = DEFAULT_SCALE_TARGET,
+    cpu_request: str = "",
+    memory_request: str = "",
+    cpu_limit: str = "",
+    memory_limit: str = "",
 ) -> DeployOutcome:
     """Deploy the verified model directory to `target`.
 
@@ -57,27 +73,42 @@ def deploy_model(
         model_name: InferenceService and V1 model name.
         namespace: Namespace of the InferenceService.
         local_store: Root of the local model store (local target only).
-        run_id: The pipeline run, recorded as lineage.
+        run_id: The run's UUID (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), recorded as lineage.
         metrics: Evaluation metrics, recorded as lineage.
         service_account: Predictor service account holding the object-store credentials (kubernetes target;
             default `constants.MODEL_READER_SERVICE_ACCOUNT`, which `manifests/base` creates).
         timeout_seconds: How long to wait for the InferenceService to become ready (kubernetes target).
         payload_logger_url: KServe logger sink for request/response payloads (kubernetes target; empty: none).
+        run_name: The run's display name (`dsl.PIPELINE_JOB_NAME_PLACEHOLDER`), lineage beside the run id.
+        expected_digest: The digest train recorded (Model artifact metadata `model_digest`); the directory must
+            match it. None: computed here. Either way it is pinned where the server checks it before loading: the
+            local store's pointer, or the InferenceService's env `MODEL_DIGEST` (a bucket writer cannot change it).
+        min_replicas: Fewest predictor pods (kubernetes target; Standard mode: at least 1).
+        max_replicas: Most predictor pods; KServe's HPA scales between the two (kubernetes target).
+        scale_metric: What the HPA scales on, `cpu` or `memory` (kubernetes target).
+        scale_target: Target utilisation of the request, in percent (kubernetes target).
+        cpu_request: Model server CPU request, e.g. `100m`; empty keeps the ServingRuntime's (the overlay's).
+        memory_request: Memory request, e.g. `256Mi`; empty keeps the runtime's.
+        cpu_limit: CPU limit; empty keeps the runtime's.
+        memory_limit: Memory limit; empty keeps the runtime's.
     """
     import sklearn
 
     from components.inference_service import (
         build_inference_service,
         lineage_annotations,
+        resource_requirements,
         storage_uri_from_artifact,
     )
-    from components.model_artifact import verify_model_dir
+    from components.model_artifact import directory_digest, verify_model_dir, version_id
     from components.monitoring.sink import logger_spec
 
     if target not in DEPLOY_TARGETS:
         raise ValueError(f"unknown deploy_target '{target}'; choose one of: {', '.join(DEPLOY_TARGETS)}")
-    card = verify_model_dir(model_dir)
-    annotations = lineage_annotations(card, run_id=run_id, metrics=metrics)
+    digest = expected_digest or directory_digest(model_dir)
+    card = verify_model_dir(model_dir, expected_digest=digest)
+    annotations = lineage_annotations(card, run_id=run_id, run_name=run_name, metrics=metrics)
+    pin = {MODEL_DIGEST_ENV: digest, MODEL_VERSION_ENV: version_id(digest)}
     if target == DEPLOY_TARGET_LOCAL:
         from components.local_store import publish
 
@@ -86,8 +117,10 @@ def deploy_model(
             local_store,
             model_name=model_name,
             run_id=run_id,
+            run_name=run_name,
             metrics=metrics,
             expected_sklearn=sklearn.__version__,
+            expected_digest=digest,
         )
         # The manifest a cluster would apply to serve this same version from a volume holding the store.
         manifest = build_inference_service(
@@ -95,6 +128,7 @@ def deploy_model(
             namespace=namespace,
             storage_uri=f"pvc://{LOCAL_STORE_PVC}/{model_name}/{deployment.version}",
             annotations=annotations,
+            env=pin,
         )
         endpoint = f"http://{DEFAULT_HOST}:{DEFAULT_HTTP_PORT}/v1/models/{model_name}:predict"
         return DeployOutcome(endpoint=endpoint, status=f"published {deployment.model_dir}", manifest=manifest)
@@ -109,6 +143,15 @@ def deploy_model(
         service_account=service_account or MODEL_READER_SERVICE_ACCOUNT,
         annotations=annotations,
         logger=logger_spec(payload_logger_url) if payload_logger_url else None,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        scale_metric=scale_metric,
+        scale_target=scale_target,
+        resources=resource_requirements(
+            cpu_request=cpu_request, memory_request=memory_request, cpu_limit=cpu_limit, memory_limit=memory_limit
+        ),
+        # The server refuses a model directory whose digest differs (checked before anything is unpickled).
+        env=pin,
     )
     result = deploy_inference_service(
         manifest,

@@ -7,6 +7,8 @@ KServe's CRD schema, so the builder and the reference manifest cannot drift apar
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -15,7 +17,10 @@ from typing import Any
 from components.constants import (
     CANARY_ANNOTATION,
     CANARY_PREDICTOR_NAME,
-    DEFAULT_PREDICTOR_RESOURCES,
+    DEFAULT_MAX_REPLICAS,
+    DEFAULT_MIN_REPLICAS,
+    DEFAULT_SCALE_METRIC,
+    DEFAULT_SCALE_TARGET,
     DEPLOYMENT_MODE_ANNOTATION,
     DEPLOYMENT_MODE_KNATIVE,
     DEPLOYMENT_MODE_STANDARD,
@@ -25,6 +30,8 @@ from components.constants import (
     LINEAGE_ANNOTATION_PREFIX,
     PREDICTOR_CONTAINER_NAME,
     PROTOCOL_VERSIONS,
+    SCALE_METRICS_KNATIVE,
+    SCALE_METRICS_STANDARD,
     SERVING_RUNTIME_NAME,
     SKLEARN_MODEL_FORMAT,
     SKLEARN_MODEL_FORMAT_VERSION,
@@ -46,11 +53,22 @@ class InferenceServiceSpecError(ValueError):
 
 
 LINEAGE_RUN_ID = f"{LINEAGE_ANNOTATION_PREFIX}pipeline-run-id"
+"""The run's UUID (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`): what `kfp run get` and the KFP API take."""
+LINEAGE_RUN_NAME = f"{LINEAGE_ANNOTATION_PREFIX}pipeline-run-name"
+"""The run's display name (`dsl.PIPELINE_JOB_NAME_PLACEHOLDER`, which KFP 2.17's driver resolves to the display
+name, backend/src/v2/driver/resolve.go): what the KFP UI lists."""
 LINEAGE_MODEL_SHA256 = f"{LINEAGE_ANNOTATION_PREFIX}model-sha256"
 LINEAGE_DATA_FINGERPRINT = f"{LINEAGE_ANNOTATION_PREFIX}training-data-fingerprint"
 LINEAGE_SKLEARN_VERSION = f"{LINEAGE_ANNOTATION_PREFIX}sklearn-version"
 LINEAGE_MODEL_FAMILY = f"{LINEAGE_ANNOTATION_PREFIX}model-family"
 LINEAGE_METRIC_PREFIX = f"{LINEAGE_ANNOTATION_PREFIX}metric-"
+LINEAGE_ROLLOUT_ID = f"{LINEAGE_ANNOTATION_PREFIX}rollout-id"
+"""sha256 (16 hex digits) of the predictor spec and lineage one deploy wrote. KServe copies InferenceService and
+predictor annotations into the predictor Deployment's pod template (components/predictor.go, buildObjectMeta), so
+the deploy step finds its own Deployment revision and pods by this value (deploy_kubernetes.wait_for_rollout)."""
+_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+_SCALING_FIELDS = ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "autoScaling")
+"""Fields KServe's webhook refuses on a canary predictor: it runs fixed replicas (inference_service_validation.go)."""
 
 
 def storage_uri_from_artifact(uri: str) -> str:
@@ -95,19 +113,23 @@ def _metric_key(name: str) -> str:
     return f"{LINEAGE_METRIC_PREFIX}{cleaned}"[: len(LINEAGE_ANNOTATION_PREFIX) + _MAX_NAME].rstrip("-_.")
 
 
-def lineage_annotations(card: ModelCard, *, run_id: str, metrics: Mapping[str, float]) -> dict[str, str]:
+def lineage_annotations(
+    card: ModelCard, *, run_id: str, metrics: Mapping[str, float], run_name: str = ""
+) -> dict[str, str]:
     """Annotations that tie a live InferenceService to the run, the model bytes and the data it came from.
 
     Args:
         card: The model card of the deployed model.
-        run_id: The KFP pipeline run id (`dsl.PIPELINE_JOB_ID_PLACEHOLDER` resolved at run time).
+        run_id: The KFP run's UUID (`dsl.PIPELINE_JOB_ID_PLACEHOLDER` resolved at run time).
         metrics: Evaluation metrics to record (e.g. accuracy); non-finite values are written as text.
+        run_name: The run's display name (`dsl.PIPELINE_JOB_NAME_PLACEHOLDER`); empty: not recorded.
 
     Returns:
         Annotation key -> value, every value a string as Kubernetes requires.
     """
     annotations = {
         LINEAGE_RUN_ID: run_id,
+        **({LINEAGE_RUN_NAME: run_name} if run_name else {}),
         LINEAGE_MODEL_SHA256: card.model_sha256,
         LINEAGE_DATA_FINGERPRINT: card.training_data_fingerprint,
         LINEAGE_SKLEARN_VERSION: card.sklearn_version,
@@ -128,6 +150,107 @@ def _check_name(kind: str, value: str, pattern: re.Pattern[str], limit: int) -> 
         )
 
 
+def predictor_deployment_name(isvc_name: str, predictor_name: str = "") -> str:
+    """The Deployment (and Service) KServe's Standard mode runs a predictor as.
+
+    `<isvc>-predictor`, or `<isvc>-<name>-predictor` for a named (canary) predictor (pkg/constants/constants.go,
+    PredictorServiceName).
+    """
+    return f"{isvc_name}-{predictor_name}-predictor" if predictor_name else f"{isvc_name}-predictor"
+
+
+def predictor_pod_selector(deployment_name: str) -> str:
+    """Label selector of that Deployment's pods: `app=isvc.<deployment>` (constants.go, GetRawServiceLabel)."""
+    return f"app=isvc.{deployment_name}"
+
+
+def resource_requirements(
+    *, cpu_request: str = "", memory_request: str = "", cpu_limit: str = "", memory_limit: str = ""
+) -> dict[str, dict[str, str]] | None:
+    """Container `resources` holding only the values given, or None when none is.
+
+    KServe merges the InferenceService's container into the ServingRuntime's key by key, the InferenceService
+    winning, so an unset value keeps the runtime's (the kind overlay's 50m/128Mi, for instance).
+
+    Raises:
+        InferenceServiceSpecError: A value that is not a Kubernetes quantity.
+    """
+    given = {
+        ("requests", "cpu"): cpu_request,
+        ("requests", "memory"): memory_request,
+        ("limits", "cpu"): cpu_limit,
+        ("limits", "memory"): memory_limit,
+    }
+    resources: dict[str, dict[str, str]] = {}
+    for (section, resource), raw in given.items():
+        value = str(raw).strip()
+        if not value:
+            continue
+        if not _QUANTITY.match(value):
+            raise InferenceServiceSpecError(
+                f"{resource} {section[:-1]} {raw!r} is not a Kubernetes quantity (e.g. 100m, 0.5, 256Mi, 1Gi)"
+            )
+        resources.setdefault(section, {})[resource] = value
+    return resources or None
+
+
+def _check_int(kind: str, value: object, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        upper = f" to {high}" if high is not None else " or more"
+        raise InferenceServiceSpecError(f"{kind} must be an integer from {low}{upper}, not {value!r}")
+    return value
+
+
+def _scaling(
+    deployment_mode: str,
+    min_replicas: int,
+    max_replicas: int,
+    scale_metric: str | None,
+    scale_target: int | None,
+) -> dict[str, Any]:
+    """The predictor's scaling fields, checked the way KServe's webhook and autoscalers read them."""
+    knative = deployment_mode == DEPLOYMENT_MODE_KNATIVE
+    # Standard mode has no scale-from-zero; Knative scales to zero with minReplicas 0.
+    _check_int("min_replicas", min_replicas, 0 if knative else 1)
+    _check_int("max_replicas", max_replicas, max(min_replicas, 1))
+    metrics = SCALE_METRICS_KNATIVE if knative else SCALE_METRICS_STANDARD
+    metric = scale_metric or metrics[0]
+    if metric not in metrics:
+        raise InferenceServiceSpecError(
+            f"scale_metric {metric!r} does not work in {deployment_mode} mode; choose one of {', '.join(metrics)}"
+        )
+    fields: dict[str, Any] = {"minReplicas": min_replicas, "maxReplicas": max_replicas, "scaleMetric": metric}
+    if scale_target is None and metric == DEFAULT_SCALE_METRIC:
+        scale_target = DEFAULT_SCALE_TARGET
+    if scale_target is not None:
+        # HPA utilisation is a percentage of the request (webhook: "should be a [1-100] integer").
+        fields["scaleTarget"] = _check_int("scale_target", scale_target, 1, 100 if metric == "cpu" else None)
+    return fields
+
+
+def check_scaling_options(
+    *,
+    min_replicas: int = DEFAULT_MIN_REPLICAS,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
+    scale_metric: str | None = None,
+    scale_target: int | None = None,
+    cpu_request: str = "",
+    memory_request: str = "",
+    cpu_limit: str = "",
+    memory_limit: str = "",
+    deployment_mode: str = DEPLOYMENT_MODE_STANDARD,
+) -> None:
+    """Refuse, in one line, scaling and resource values the builder would refuse at deploy time (for pre-flight).
+
+    Raises:
+        InferenceServiceSpecError: The first bad value, named.
+    """
+    _scaling(deployment_mode, min_replicas, max_replicas, scale_metric, scale_target)
+    resource_requirements(
+        cpu_request=cpu_request, memory_request=memory_request, cpu_limit=cpu_limit, memory_limit=memory_limit
+    )
+
+
 def build_inference_service(
     *,
     name: str,
@@ -141,6 +264,11 @@ def build_inference_service(
     canary_traffic_percent: int | None = None,
     deployment_mode: str = DEPLOYMENT_MODE_STANDARD,
     logger: Mapping[str, Any] | None = None,
+    min_replicas: int = DEFAULT_MIN_REPLICAS,
+    max_replicas: int = DEFAULT_MAX_REPLICAS,
+    scale_metric: str | None = None,
+    scale_target: int | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build the InferenceService that serves one scikit-learn model directory.
 
@@ -150,15 +278,22 @@ def build_inference_service(
         storage_uri: Where the model directory lives (see `storage_uri_from_artifact`).
         runtime: The ServingRuntime to use; ours serves `modelFormat: sklearn` with the project image.
         service_account: Predictor service account holding the object-store Secret (None: namespace default).
-        resources: Container `requests`/`limits`; defaults to `constants.DEFAULT_PREDICTOR_RESOURCES`.
+        resources: Container `requests`/`limits` (see `resource_requirements`). None: the ServingRuntime's, which
+            the overlays size for kind/minikube; any value given here wins over the runtime's.
         annotations: Extra metadata annotations, typically `lineage_annotations(...)`.
         protocol_version: `v1` or `v2`; our runtime serves both on the same port.
         canary_traffic_percent: 1-99 to send only part of the traffic to this model. In Knative mode this is
             `predictor.canaryTrafficPercent`; in Standard mode KServe ignores that field, so the builder records
             the wish in an annotation and `deploy_kubernetes` turns it into a `spec.canary` entry beside the live
             predictor (the only place that knows what is live).
-        deployment_mode: `Standard` (plain Deployment + Service) or `Knative`, set per object by annotation.
+        deployment_mode: `Standard` (plain Deployment + Service + HPA) or `Knative`, set per object by annotation.
         logger: `spec.predictor.logger` (payload logging, see `components.monitoring.sink.logger_spec`).
+        min_replicas: Fewest predictor pods (Standard: at least 1; Knative: 0 scales to zero when idle).
+        max_replicas: Most predictor pods (at least `min_replicas`).
+        scale_metric: Standard (HPA): `cpu` (default) or `memory`; Knative: `concurrency` (default) or `rps`.
+        scale_target: The metric's target: percent of the request for cpu/memory (default 80 for cpu, KServe's
+            own), requests in flight or per second per pod in Knative (default: Knative's).
+        env: Extra environment of the model server container, e.g. the model digest pin.
 
     Returns:
         The InferenceService as a JSON-ready dict.
@@ -191,16 +326,21 @@ def build_inference_service(
         raise InferenceServiceSpecError(
             f"canary_traffic_percent must be an integer from 1 to 99, not {canary_traffic_percent!r}"
         )
+    scaling = _scaling(deployment_mode, min_replicas, max_replicas, scale_metric, scale_target)
 
     model: dict[str, Any] = {
         "modelFormat": {"name": SKLEARN_MODEL_FORMAT, "version": SKLEARN_MODEL_FORMAT_VERSION},
         "runtime": runtime,
         "protocolVersion": protocol_version,
         "storageUri": storage_uri,
-        "resources": copy.deepcopy(dict(resources if resources is not None else DEFAULT_PREDICTOR_RESOURCES)),
     }
+    if resources:
+        model["resources"] = {section: dict(values) for section, values in resources.items()}
+    if env:
+        # KServe merges these into the runtime container's env by name (the InferenceService's value wins).
+        model["env"] = [{"name": key, "value": str(value)} for key, value in env.items()]
     predictor: dict[str, Any] = {
-        "minReplicas": 1,
+        **scaling,
         # The model server needs no Kubernetes API access; an unmounted token cannot leak (kserve/kserve#3928).
         "automountServiceAccountToken": False,
         # Pod level, so KServe's injected storage-initializer (USER 1000 in its image) gets it too; the runtime's
@@ -233,8 +373,29 @@ def build_inference_service(
     }
 
 
+def is_lineage_annotation(key: str) -> bool:
+    """Whether `key` is one of the deploy step's own annotations (lineage, rollout id; not the canary request)."""
+    return key.startswith(LINEAGE_ANNOTATION_PREFIX) and key != CANARY_ANNOTATION
+
+
+def rollout_id(predictor: Mapping[str, Any], annotations: Mapping[str, str]) -> str:
+    """A short sha256 over what one deploy puts into a predictor's pod template (spec and lineage)."""
+    content = {
+        "predictor": {k: v for k, v in predictor.items() if k != "annotations"},
+        "predictor_annotations": {
+            k: v for k, v in (predictor.get("annotations") or {}).items() if k != LINEAGE_ROLLOUT_ID
+        },
+        "annotations": {k: v for k, v in annotations.items() if k not in (LINEAGE_ROLLOUT_ID, CANARY_ANNOTATION)},
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def with_standard_canary(
-    manifest: Mapping[str, Any], *, stable_predictor: Mapping[str, Any], traffic_percent: int
+    manifest: Mapping[str, Any],
+    *,
+    stable_predictor: Mapping[str, Any],
+    traffic_percent: int,
+    stable_annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Turn a built InferenceService into a Standard-mode canary rollout beside the live predictor.
 
@@ -242,10 +403,17 @@ def with_standard_canary(
     splits traffic by `trafficPercent` (weighted routes need the Gateway API; without it the canary still runs
     and is reachable on its own Service). Re-deploying without a canary promotes the new model to 100%.
 
+    KServe copies the InferenceService's annotations into the *stable* predictor's pod template too
+    (components/predictor.go, buildObjectMeta), so the new model's lineage goes on the canary predictor's own
+    `annotations` (which win over the InferenceService's in the canary's pods) and the InferenceService keeps
+    `stable_annotations`: the stable pods are not restarted, and the payload logger keeps tagging stable traffic
+    with the stable model's sha256.
+
     Args:
         manifest: Output of `build_inference_service` (its predictor is the new model).
         stable_predictor: `spec.predictor` of the live InferenceService, kept as the primary.
         traffic_percent: Share of traffic for the new model, 1-99.
+        stable_annotations: The live InferenceService's annotations (None: the manifest's, without lineage).
 
     Returns:
         A new dict; `manifest` is not modified.
@@ -255,10 +423,21 @@ def with_standard_canary(
             f"canary traffic percent must be an integer from 1 to 99, not {traffic_percent!r}"
         )
     result = copy.deepcopy(dict(manifest))
+    new_annotations = result["metadata"].get("annotations") or {}
     new_predictor = result["spec"]["predictor"]
     new_predictor["name"] = CANARY_PREDICTOR_NAME
     # Unlike spec.predictor, the canary schema requires the container name of predictor.model.
     new_predictor["model"]["name"] = PREDICTOR_CONTAINER_NAME
+    for scaling_field in _SCALING_FIELDS:
+        new_predictor.pop(scaling_field, None)
+    lineage = {k: v for k, v in new_annotations.items() if is_lineage_annotation(k)}
+    if lineage:
+        new_predictor["annotations"] = {**(new_predictor.get("annotations") or {}), **lineage}
+    if stable_annotations is None:
+        stable_annotations = {
+            k: v for k, v in new_annotations.items() if not is_lineage_annotation(k) and k != CANARY_ANNOTATION
+        }
+    result["metadata"]["annotations"] = dict(stable_annotations)
     result["spec"]["predictor"] = copy.deepcopy(dict(stable_predictor))
     result["spec"]["canary"] = [{"predictor": new_predictor, "trafficPercent": traffic_percent}]
     return result

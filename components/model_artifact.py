@@ -1,19 +1,34 @@
-"""The model directory contract: exactly one `model.joblib` plus a `model.json` card.
+"""The model directory contract: exactly one `model.joblib` plus a `model.json` card, pinned by one digest.
 
-Training writes it, the local store and the InferenceService serve it, and every loader verifies the
-sha256 recorded in the card BEFORE unpickling, because joblib is pickle and loading runs code.
+Training writes it, the local store and the InferenceService serve it. Two checks guard a load, both BEFORE
+anything is unpickled or handed to ONNX Runtime, because joblib is pickle and loading runs code:
+
+- the card's per-file sha256s catch accidents (a truncated copy, a file swapped by mistake);
+- the directory digest (`directory_digest`), recorded by training and pinned OUTSIDE the directory (the local
+  store's pointer, the InferenceService's `MODEL_DIGEST`), covers every file, `model.json` included, so an
+  attacker who can write the directory but not the pin cannot change what runs (README "Security and reliability").
+
+The loader reads every file into memory once, checks the digest of those bytes, and then parses, unpickles and
+hands to ONNX Runtime the very same bytes: a file swapped after the check is never the one that runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import platform
+import re
+import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from components.atomic import atomic_write_text
 from components.constants import (
     MODEL_CARD_FILENAME,
     MODEL_CARD_SCHEMA_VERSION,
@@ -23,12 +38,73 @@ from components.constants import (
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 """Suffixes KServe's sklearnserver treats as model files; a directory must hold exactly one."""
+DIGEST_PREFIX = "sha256:"
+VERSION_ID_DIGITS = 12
+"""Hex digits of the digest that name a version (48 bits); a reused version is still checked on its full digest."""
+MAX_CARD_BYTES = 1 << 20
+"""A card is a few KB; a larger one is refused before it is parsed."""
 
 _HASH_CHUNK = 1 << 20
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}\Z")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+"""Names a model directory may hold: no hidden files, no spaces or newlines, so the digest is easy to recompute."""
 
 
 class ModelIntegrityError(RuntimeError):
     """The model directory is not safe or not fit to load; the message says why and what to do."""
+
+
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class _CardSchema(BaseModel):
+    """What a `model.json` must look like; strict, so an integer where a string belongs is refused, not coerced."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    feature_names: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
+    class_names: list[str] = Field(min_length=2)
+    model_family: Annotated[str, StringConstraints(min_length=1)]
+    hyperparameters: dict[str, Any]
+    versions: dict[str, str]
+    files: dict[str, Sha256Hex]
+    training_data_fingerprint: str
+    label_column: str
+    metrics: dict[str, float] = Field(default_factory=dict)
+    onnx: dict[str, Any] = Field(default_factory=dict)
+    schema_version: int = MODEL_CARD_SCHEMA_VERSION
+
+    @field_validator("feature_names", "class_names")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"names must be unique; repeated: {', '.join(map(repr, repeated[:5]))}")
+        return names
+
+    @field_validator("files")
+    @classmethod
+    def _model_file_listed(cls, files: dict[str, str]) -> dict[str, str]:
+        if MODEL_FILENAME not in files:
+            raise ValueError(f"records no sha256 for {MODEL_FILENAME}")
+        bad = [name for name in files if not _FILE_NAME.match(name)]
+        if bad:
+            raise ValueError(f"lists a file name a model directory cannot hold: {bad[0][:40]!r}")
+        return files
+
+    @field_validator("versions")
+    @classmethod
+    def _sklearn_version(cls, versions: dict[str, str]) -> dict[str, str]:
+        if "scikit-learn" not in versions:
+            raise ValueError("records no scikit-learn version")
+        return versions
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, version: int) -> int:
+        if version != MODEL_CARD_SCHEMA_VERSION:
+            raise ValueError(f"is {version}; this code reads schema version {MODEL_CARD_SCHEMA_VERSION}")
+        return version
 
 
 @dataclass(frozen=True)
@@ -64,29 +140,42 @@ class ModelCard:
         return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, Any]) -> ModelCard:
-        """Parse a decoded `model.json`, naming the first missing or mistyped field."""
-        required = {
-            "feature_names": list,
-            "class_names": list,
-            "model_family": str,
-            "hyperparameters": dict,
-            "versions": dict,
-            "files": dict,
-            "training_data_fingerprint": str,
-            "label_column": str,
-        }
-        for key, kind in required.items():
-            if key not in raw:
-                raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} has no '{key}' field")
-            if not isinstance(raw[key], kind):
-                raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} field '{key}' must be a {kind.__name__}")
-        if MODEL_FILENAME not in raw["files"]:
-            raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} records no sha256 for {MODEL_FILENAME}")
-        if "scikit-learn" not in raw["versions"]:
-            raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} records no scikit-learn version")
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in raw.items() if k in known})
+    def from_json(cls, data: bytes) -> ModelCard:
+        """Parse the bytes of `model.json` (size-capped, depth-limited by the parser, never a traceback)."""
+        if len(data) > MAX_CARD_BYTES:
+            raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} is {len(data)} bytes; at most {MAX_CARD_BYTES} are read")
+        try:
+            parsed = _CardSchema.model_validate_json(data)
+        except ValidationError as exc:
+            raise ModelIntegrityError(_card_error(exc)) from None
+        return cls(**parsed.model_dump())
+
+
+def _card_error(exc: ValidationError) -> str:
+    """The first problem of a card, as one line that names the field and never echoes a large value."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    kind, message = first["type"], str(first["msg"]).replace("\n", " ")
+    where = ".".join(str(part) for part in first["loc"])
+    if kind == "json_invalid":
+        return f"{MODEL_CARD_FILENAME} is not valid JSON: {message.removeprefix('Invalid JSON: ')}"
+    if kind == "model_type" or not where:
+        return f"{MODEL_CARD_FILENAME} must hold a JSON object"
+    if kind == "missing":
+        return f"{MODEL_CARD_FILENAME} has no '{where}' field"
+    message = message.removeprefix("Value error, ")
+    if kind == "string_pattern_mismatch" and where.startswith("files."):
+        message = "must be a sha256 (64 lowercase hex digits)"
+    return f"{MODEL_CARD_FILENAME} field '{where}' {message[:1].lower()}{message[1:]}"[:300]
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """Every file of a model directory, read once into memory, with the digest of exactly these bytes."""
+
+    directory: Path
+    contents: Mapping[str, bytes]
+    digest: str
+    card: ModelCard
 
 
 def sha256_file(path: Path) -> str:
@@ -162,78 +251,177 @@ def save_model(
         label_column=label_column,
         onnx=dict(onnx or {}),
     )
-    (directory / MODEL_CARD_FILENAME).write_text(card.to_json())
+    text = card.to_json()
+    ModelCard.from_json(text.encode())  # never write a card the loaders would refuse
+    atomic_write_text(directory / MODEL_CARD_FILENAME, text)
     return card
 
 
 def read_model_card(directory: Path) -> ModelCard:
-    """Read and validate `model.json` from a model directory."""
+    """Read and validate `model.json` from a model directory (no integrity check: use `load_model_files` for that)."""
     card_path = directory / MODEL_CARD_FILENAME
     if not directory.is_dir():
         raise ModelIntegrityError(f"model directory {directory} does not exist")
     if not card_path.is_file():
         raise ModelIntegrityError(f"{card_path} is missing; the model directory was not written by train")
-    try:
-        raw = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelIntegrityError(f"{card_path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise ModelIntegrityError(f"{card_path} must hold a JSON object")
-    return ModelCard.from_mapping(raw)
+    with card_path.open("rb") as handle:
+        return ModelCard.from_json(handle.read(MAX_CARD_BYTES + 1))
 
 
 def with_metrics(directory: Path, metrics: Mapping[str, float]) -> ModelCard:
-    """Record evaluation metrics in the card (they are lineage, not part of any hashed file)."""
+    """Record evaluation metrics in the card; this changes the directory digest, so call it before pinning."""
     card = read_model_card(directory)
-    updated = ModelCard(**{**asdict(card), "metrics": {k: float(v) for k, v in metrics.items()}})
-    (directory / MODEL_CARD_FILENAME).write_text(updated.to_json())
+    updated = replace(card, metrics={k: float(v) for k, v in metrics.items()})
+    atomic_write_text(directory / MODEL_CARD_FILENAME, updated.to_json())
     return updated
 
 
-def verify_model_dir(directory: Path, *, expected_sklearn: str | None = None) -> ModelCard:
-    """Check a model directory before anything in it is unpickled.
+def check_digest(digest: object) -> str:
+    """Return `digest` if it has the form `sha256:<64 lowercase hex>`, else raise `ModelIntegrityError`."""
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        shown = repr(digest)[:80]
+        raise ModelIntegrityError(f"model digest {shown} is not of the form {DIGEST_PREFIX}<64 lowercase hex digits>")
+    return digest
 
-    Refuses: a missing card or model file, more than one pickle, a sha256 that differs from the card, and
-    (when `expected_sklearn` is given) a model trained with another scikit-learn version.
 
-    Returns:
-        The verified card.
+def version_id(digest: str) -> str:
+    """The short version id of a model directory: the first 12 hex digits of its digest."""
+    return check_digest(digest).removeprefix(DIGEST_PREFIX)[:VERSION_ID_DIGITS]
+
+
+def _digest_of(file_hashes: Mapping[str, str]) -> str:
+    # The same bytes `sha256sum` prints for the files in C-locale order, so anyone can recompute the digest with
+    # `cd DIR && export LC_ALL=C && sha256sum -- * | sha256sum` (README, "Security and reliability").
+    manifest = "".join(f"{file_hashes[name]}  {name}\n" for name in sorted(file_hashes, key=os.fsencode))
+    return DIGEST_PREFIX + hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def _model_entries(directory: Path) -> list[Path]:
+    """The files of a model directory, refusing anything a loader should never follow or that the digest skips."""
+    if not directory.is_dir():
+        raise ModelIntegrityError(f"model directory {directory} does not exist")
+    entries = sorted(directory.iterdir(), key=lambda p: os.fsencode(p.name))
+    for entry in entries:
+        mode = entry.lstat().st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) else "not a file"
+            raise ModelIntegrityError(
+                f"{directory} holds {entry.name[:60]!r}, which is {kind}; a model directory holds only regular files"
+            )
+        if not _FILE_NAME.match(entry.name):
+            raise ModelIntegrityError(
+                f"{directory} holds {entry.name[:60]!r}; model file names are letters, digits, '.', '_' and '-', "
+                "not starting with '.'"
+            )
+    if not entries:
+        raise ModelIntegrityError(f"model directory {directory} is empty")
+    return entries
+
+
+def directory_digest(directory: Path) -> str:
+    """One digest over every file of a model directory, `model.json` included: `sha256:<64 hex>`.
+
+    It is the sha256 of the lines `<sha256 of file>  <file name>` in byte order of the names, i.e. what
+    `sha256sum -- * | sha256sum` computes in the directory under `LC_ALL=C`. Symlinks, sub-directories and hidden
+    or oddly named files are refused, so nothing a loader could read escapes the digest.
     """
-    card = read_model_card(directory)
-    pickles = sorted(p.name for p in directory.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    return _digest_of({entry.name: sha256_file(entry) for entry in _model_entries(directory)})
+
+
+def _check_pin(directory: Path, actual: str, expected_digest: str | None) -> None:
+    if expected_digest is None:
+        return
+    check_digest(expected_digest)
+    if actual != expected_digest:
+        raise ModelIntegrityError(
+            f"{directory} hashes to {actual[:19]}..., the pinned digest is {expected_digest[:19]}...: refusing to "
+            "load a model directory that changed after training (or the pin names another model)"
+        )
+
+
+def load_model_files(directory: Path, *, expected_digest: str | None = None) -> ModelFiles:
+    """Read every file of `directory` into memory once, check the pin and the card, and return the checked bytes.
+
+    Nothing is parsed before the digest of the bytes read matches `expected_digest` (when given); the card is then
+    parsed from those bytes, and every file it lists is checked against its recorded sha256.
+
+    Raises:
+        ModelIntegrityError: An odd entry, a digest that differs from the pin, a malformed card, a missing file or a
+            file whose sha256 differs from the card.
+    """
+    entries = _model_entries(directory)
+    for entry in entries:  # refuse a huge card before reading it, not after
+        if entry.name == MODEL_CARD_FILENAME and entry.stat().st_size > MAX_CARD_BYTES:
+            raise ModelIntegrityError(
+                f"{MODEL_CARD_FILENAME} is {entry.stat().st_size} bytes; at most {MAX_CARD_BYTES} are read"
+            )
+    contents = {entry.name: entry.read_bytes() for entry in entries}
+    digest = _digest_of({name: hashlib.sha256(data).hexdigest() for name, data in contents.items()})
+    _check_pin(directory, digest, expected_digest)
+    if MODEL_CARD_FILENAME not in contents:
+        raise ModelIntegrityError(
+            f"{directory / MODEL_CARD_FILENAME} is missing; the model directory was not written by train"
+        )
+    card = ModelCard.from_json(contents[MODEL_CARD_FILENAME])
+    pickles = sorted(name for name in contents if Path(name).suffix in PICKLE_SUFFIXES)
     if pickles != [MODEL_FILENAME]:
         found = ", ".join(pickles) or "none"
         raise ModelIntegrityError(f"{directory} must hold exactly one model file {MODEL_FILENAME}; found: {found}")
     for name, expected in card.files.items():
-        path = directory / name
-        if not path.is_file():
-            raise ModelIntegrityError(f"{path} is recorded in {MODEL_CARD_FILENAME} but missing")
-        actual = sha256_file(path)
+        if name not in contents:
+            raise ModelIntegrityError(f"{directory / name} is recorded in {MODEL_CARD_FILENAME} but missing")
+        actual = hashlib.sha256(contents[name]).hexdigest()
         if actual != expected:
             raise ModelIntegrityError(
                 f"sha256 of {name} is {actual[:12]}..., {MODEL_CARD_FILENAME} records {expected[:12]}...: "
                 "refusing to unpickle a file that changed after training"
             )
+    return ModelFiles(directory=directory, contents=contents, digest=digest, card=card)
+
+
+def check_sklearn_version(card: ModelCard, expected_sklearn: str | None) -> None:
+    """Refuse a model trained with another scikit-learn than `expected_sklearn` (None: accept any)."""
     if expected_sklearn is not None and card.sklearn_version != expected_sklearn:
         raise ModelIntegrityError(
             f"model was trained with scikit-learn {card.sklearn_version} but this runtime has {expected_sklearn}; "
             "retrain with the project image or serve it with an image that pins the same version"
         )
+
+
+def verify_model_dir(
+    directory: Path, *, expected_sklearn: str | None = None, expected_digest: str | None = None
+) -> ModelCard:
+    """Check a model directory before anything in it is unpickled.
+
+    Refuses: odd entries (symlinks, sub-directories, hidden files), a digest that differs from `expected_digest`,
+    a malformed card, a missing card or model file, more than one pickle, a sha256 that differs from the card, and
+    (when `expected_sklearn` is given) a model trained with another scikit-learn version.
+
+    Returns:
+        The verified card.
+    """
+    card = load_model_files(directory, expected_digest=expected_digest).card
+    check_sklearn_version(card, expected_sklearn)
     return card
 
 
-def load_estimator(directory: Path, *, expected_sklearn: str | None = None) -> tuple[Any, ModelCard]:
-    """Verify the directory, then unpickle `model.joblib`. Never unpickles an unverified file."""
-    import io
+def load_estimator(
+    directory: Path, *, expected_sklearn: str | None = None, expected_digest: str | None = None
+) -> tuple[Any, ModelCard]:
+    """Verify the directory, then unpickle the very bytes that were verified. Never unpickles an unverified file."""
+    estimator, files = load_verified(directory, expected_sklearn=expected_sklearn, expected_digest=expected_digest)
+    return estimator, files.card
 
+
+def load_verified(
+    directory: Path, *, expected_sklearn: str | None = None, expected_digest: str | None = None
+) -> tuple[Any, ModelFiles]:
+    """`load_estimator` that also returns the checked bytes (hand `contents[ONNX_FILENAME]` to ONNX Runtime)."""
     import joblib
 
-    card = verify_model_dir(directory, expected_sklearn=expected_sklearn)
-    # Hash the very bytes we unpickle, so a file swapped after verification is still refused.
-    payload = (directory / MODEL_FILENAME).read_bytes()
-    if hashlib.sha256(payload).hexdigest() != card.model_sha256:
-        raise ModelIntegrityError(f"{MODEL_FILENAME} changed while it was being verified; refusing to load it")
-    return joblib.load(io.BytesIO(payload)), card
+    files = load_model_files(directory, expected_digest=expected_digest)
+    check_sklearn_version(files.card, expected_sklearn)
+    return joblib.load(io.BytesIO(files.contents[MODEL_FILENAME])), files
 
 
 def has_onnx(card: ModelCard) -> bool:

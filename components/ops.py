@@ -62,6 +62,7 @@ def train(
     import pandas as pd
 
     from components.data import features_and_labels, fingerprint
+    from components.model_artifact import directory_digest
     from components.train import save_trained_model, train_model
 
     train_frame = pd.read_parquet(train_data.path)
@@ -82,6 +83,7 @@ def train(
     model.metadata.update(
         {
             "model_sha256": card.model_sha256,
+            "model_digest": directory_digest(Path(model.path)),  # the pin deploy checks (README: Security)
             "sklearn": card.sklearn_version,
             "family": model_family,
             "fast_path": bool(card.onnx),
@@ -137,6 +139,7 @@ def deploy(
     timeout_seconds: int,
     run_id: str,
     payload_logger_url: str,
+    run_name: str = "",
 ) -> NamedTuple("DeployOutputs", [("endpoint", str), ("status", str)]):  # type: ignore[valid-type]
     """Deploy the model: publish it to the local store, or create/patch a KServe InferenceService and wait."""
     from collections import namedtuple
@@ -156,6 +159,7 @@ def deploy(
         service_account=service_account or None,
         timeout_seconds=timeout_seconds,
         payload_logger_url=payload_logger_url,
+        run_name=run_name,
     )
     Path(manifest.path).write_text(outcome.manifest_yaml)
     manifest.metadata.update({"target": deploy_target, "endpoint": outcome.endpoint, "status": outcome.status})

@@ -14,7 +14,7 @@ class SubmitError(RuntimeError):
 
 
 def submit_pipeline(
-    package_path: Path,
+    package_path: Path | None,
     *,
     endpoint: str,
     arguments: Mapping[str, Any],
@@ -24,6 +24,8 @@ def submit_pipeline(
     enable_caching: bool | None = None,
     namespace: str | None = None,
     existing_token: str | None = None,
+    pipeline_id: str | None = None,
+    pipeline_version_id: str | None = None,
 ) -> str:
     """Create a run of a compiled pipeline package on KFP and return its run id.
 
@@ -38,6 +40,8 @@ def submit_pipeline(
         enable_caching: Override the pipeline's caching for this run (None: keep what each task says).
         namespace: Kubeflow profile namespace on multi-user installs (None: single-user).
         existing_token: Bearer token for installs behind authentication.
+        pipeline_id: Run a pipeline already uploaded to KFP instead of a package (then `package_path` is None).
+        pipeline_version_id: Its version (None: the newest one).
 
     Returns:
         The new run's id.
@@ -45,11 +49,15 @@ def submit_pipeline(
     Raises:
         SubmitError: Missing package, malformed endpoint, unreachable endpoint or a refused request.
     """
-    if not package_path.is_file():
+    if pipeline_id:
+        package_path = None
+    elif package_path is None:
+        raise SubmitError("give a compiled pipeline package or the id of an uploaded pipeline")
+    elif not package_path.is_file():
         raise SubmitError(
             f"pipeline package {package_path} does not exist; compile it first: python pipeline.py compile"
         )
-    if package_path.suffix not in (".yaml", ".yml", ".json"):
+    if package_path is not None and package_path.suffix not in (".yaml", ".yml", ".json"):
         raise SubmitError(f"pipeline package {package_path} must be the compiled .yaml (or .json)")
     if not endpoint.startswith(("http://", "https://")):
         raise SubmitError(f"endpoint {endpoint!r} must be an http(s):// URL, e.g. after {PORT_FORWARD_HINT}")
@@ -60,6 +68,20 @@ def submit_pipeline(
 
     try:
         client = kfp.Client(host=endpoint.rstrip("/"), namespace=namespace or "kubeflow", existing_token=existing_token)
+        if pipeline_id:
+            # kfp.Client.run_pipeline needs the version too; the newest one is what `kfp pipeline create` made.
+            version = pipeline_version_id
+            if not version:
+                listed = client.list_pipeline_versions(pipeline_id, sort_by="created_at desc", page_size=1)
+                if not listed.pipeline_versions:
+                    raise SubmitError(f"pipeline {pipeline_id} on {endpoint} has no versions")
+                version = listed.pipeline_versions[0].pipeline_version_id
+            experiment_id = client.create_experiment(experiment or "Default", namespace=namespace).experiment_id
+            run = client.run_pipeline(
+                experiment_id, run_name or f"{pipeline_id}-run", params=dict(arguments), pipeline_id=pipeline_id,
+                version_id=version, enable_caching=enable_caching, service_account=service_account,
+            )  # fmt: skip
+            return str(run.run_id)
         result = client.create_run_from_pipeline_package(
             str(package_path),
             arguments=dict(arguments),

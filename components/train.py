@@ -37,17 +37,54 @@ class TrainedModel:
 
 
 def resolve_hyperparameters(family: str, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge user overrides onto the family's defaults, refusing keys the classifier does not take."""
+    """Merge user overrides onto the family's defaults, typed and checked as the classifier's constraints say.
+
+    A `dict` pipeline parameter crosses KFP as a protobuf `Struct`, whose numbers are doubles: `{"n_estimators":
+    200}` reaches the step as `200.0`. So an integral float becomes an `int` wherever the classifier's own
+    `_parameter_constraints` accept the int and not the float (`n_estimators`, `max_depth`, `max_iter`, ...), and
+    stays a float where the float means something (`max_features=1.0` is "all features").
+
+    Raises:
+        TrainingConfigError: An unknown family, a key the classifier does not take, or a value its constraints
+            refuse (one line naming the parameter).
+    """
     if family not in MODEL_FAMILIES:
         raise TrainingConfigError(f"unknown model_family '{family}'; choose one of: {', '.join(MODEL_FAMILIES)}")
     merged = {**FAMILY_DEFAULTS[family], **(overrides or {})}
-    accepted = set(_classifier_class(family)().get_params())
+    classifier = _classifier_class(family)
+    accepted = set(classifier().get_params())
     unknown = sorted(set(merged) - accepted)
     if unknown:
         raise TrainingConfigError(
             f"{family} does not take hyperparameter(s) {', '.join(unknown)}; it takes: {', '.join(sorted(accepted))}"
         )
-    return merged
+    constraints = classifier._parameter_constraints
+    typed = {name: _as_constrained_int(value, constraints.get(name, [])) for name, value in merged.items()}
+    _check_constraints(family, classifier, typed)
+    return typed
+
+
+def _as_constrained_int(value: Any, constraints: list[Any]) -> Any:
+    """`value` as an int if it is an integral float that only an integer constraint of the parameter accepts."""
+    if not isinstance(value, float) or not value.is_integer():
+        return value
+    from sklearn.utils._param_validation import make_constraint
+
+    checks = [make_constraint(constraint) for constraint in constraints]
+    wants_int = any(check.is_satisfied_by(int(value)) for check in checks)
+    takes_float = any(check.is_satisfied_by(value) for check in checks)
+    return int(value) if wants_int and not takes_float else value
+
+
+def _check_constraints(family: str, classifier: Any, params: Mapping[str, Any]) -> None:
+    """Check `params` as `fit` would (sklearn's own validation), before any data is read."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        classifier(**params)._validate_params()
+    except InvalidParameterError as exc:
+        # sklearn's message names the parameter and the accepted range; keep it to one line.
+        raise TrainingConfigError(f"invalid hyperparameters for {family}: {' '.join(str(exc).split())}") from None
 
 
 def _classifier_class(family: str) -> Any:

@@ -35,7 +35,9 @@ def test_the_dag_is_data_train_evaluate_then_a_gated_deploy(spec):
     assert set(inner) == {"deploy"}
     deploy_inputs = inner["deploy"]["inputs"]
     assert deploy_inputs["artifacts"]["model"]["componentInputArtifact"] == "pipelinechannel--train-model"
-    assert deploy_inputs["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
+    # Lineage: the run's UUID (the 2.17 driver resolves the job-name placeholder to the display name) and its name.
+    assert deploy_inputs["parameters"]["run_id"]["runtimeValue"]["constant"] == "{{$.pipeline_job_uuid}}"
+    assert deploy_inputs["parameters"]["run_name"]["runtimeValue"]["constant"] == "{{$.pipeline_job_name}}"
 
 
 def test_deploy_never_caches_and_retries_while_the_rest_may_cache(spec):

@@ -30,12 +30,19 @@ def check_drift(
     on_drift: str,
     s3_endpoint: str = "",
     log_format: str = "payload-parquet",
+    std_ratio_threshold: float = 1.2,  # constants.DEFAULT_STD_RATIO_THRESHOLD: KFP runs this source alone
+    retrain_request_dir: str = "",
+    kfp_endpoint: str = "",
+    training_pipeline_id: str = "",
+    training_pipeline_package: str = "",
+    training_arguments: str = "{}",
 ) -> str:
     """Compare a window of logged inputs with the model's reference profile.
 
     Args:
         report_html: Per-feature plots and the decision (shown in the KFP UI).
-        metrics: Record count, drifted features, max PSI, min KS p-value, drift flag.
+        metrics: Record count, drifted features, max PSI, min KS and spread p-values, std ratio per feature,
+            drift flag.
         drift_report: The `DriftReport` as JSON (`drift_report.json` inside the artifact directory).
         log_dir: Payload log root (local path or `s3://bucket/prefix`).
         model_dir: Model directory holding `reference_profile.json` (path, `s3://` or `minio://` URI).
@@ -43,17 +50,24 @@ def check_drift(
         window_hours: Length of the window ending at `window_end`.
         window_end: ISO time (UTC if naive); empty for now.
         psi_threshold: Smallest PSI that counts.
-        ks_alpha: Family-wise KS false-alarm level.
+        ks_alpha: Family-wise false-alarm level over every feature's KS and spread tests (Holm).
         min_records: Fewer rows give `not_enough_data`.
         on_drift: `retrain`, `fail` or `report` (checked here so a typo fails on the first run, drift or not).
         s3_endpoint: S3-compatible endpoint for `s3://` locations (e.g. `http://seaweedfs.kubeflow:9000`).
         log_format: `payload-parquet` (local server, sink) or `kserve-json` (KServe's built-in blob logger).
+        std_ratio_threshold: Factor the standard deviation must change by for a significant spread test to count.
+        retrain_request_dir: As for request-retraining; checked here, before any data is read.
+        kfp_endpoint: As for request-retraining; checked here.
+        training_pipeline_id: As for request-retraining; checked here.
+        training_pipeline_package: As for request-retraining; checked here.
+        training_arguments: As for request-retraining; checked here.
 
     Returns:
         The action to take: `none` unless the status is `drift`, else `on_drift`. (One plain output on purpose:
         kfp.local 2.17 cannot branch on a named output of a multi-output task.)
     """
     import json
+    import math
     from datetime import datetime
     from pathlib import Path
 
@@ -64,18 +78,32 @@ def check_drift(
         METRIC_DRIFT_FEATURES_DRIFTED,
         METRIC_DRIFT_MAX_PSI,
         METRIC_DRIFT_MIN_KS_PVALUE,
+        METRIC_DRIFT_MIN_SPREAD_PVALUE,
         METRIC_DRIFT_RECORDS,
+        METRIC_DRIFT_STD_RATIO_PREFIX,
     )
-    from components.monitoring.drift import detect_drift
+    from components.monitoring.drift import check_thresholds, detect_drift
     from components.monitoring.kserve_blob import read_kserve_blob_window
     from components.monitoring.payload_log import open_filesystem, read_payload_window, window_bounds
     from components.monitoring.reference import load_reference_profile_from_uri
     from components.monitoring.report import render_drift_report_html
-    from components.monitoring.retrain import decide_on_drift
+    from components.monitoring.retrain import check_retrain_config, decide_on_drift
 
-    decide_on_drift("ok", on_drift)  # validates the policy before any work
+    # The whole configuration is checked before any data is read: a typo fails the first run, drift or not.
+    decide_on_drift("ok", on_drift)
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log_format must be one of {list(LOG_FORMATS)}, got {log_format!r}")
+    check_thresholds(
+        psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_records=min_records, std_ratio_threshold=std_ratio_threshold
+    )
+    check_retrain_config(
+        on_drift,
+        request_dir=retrain_request_dir,
+        kfp_endpoint=kfp_endpoint,
+        pipeline_id=training_pipeline_id,
+        pipeline_package=training_pipeline_package,
+        training_arguments=training_arguments,
+    )
     profile = load_reference_profile_from_uri(model_dir, s3_endpoint=s3_endpoint)
     start, end = window_bounds(datetime.fromisoformat(window_end) if window_end else None, window_hours)
     filesystem, location = open_filesystem(log_dir, s3_endpoint=s3_endpoint)
@@ -86,7 +114,14 @@ def check_drift(
         )  # fmt: skip
     else:
         window = read_payload_window(location, model_name=model_name, start=start, end=end, filesystem=filesystem)
-    report = detect_drift(profile, window, psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_records=min_records)
+    report = detect_drift(
+        profile,
+        window,
+        psi_threshold=psi_threshold,
+        ks_alpha=ks_alpha,
+        min_records=min_records,
+        std_ratio_threshold=std_ratio_threshold,
+    )
 
     Path(report_html.path).write_text(render_drift_report_html(report, profile, window), encoding="utf-8")
     Path(drift_report.path).mkdir(parents=True, exist_ok=True)
@@ -97,6 +132,10 @@ def check_drift(
     metrics.log_metric(METRIC_DRIFT_FEATURES_DRIFTED, len(report.drifted_features))
     metrics.log_metric(METRIC_DRIFT_MAX_PSI, round(report.max_psi, 6))
     metrics.log_metric(METRIC_DRIFT_MIN_KS_PVALUE, report.min_ks_pvalue)
+    metrics.log_metric(METRIC_DRIFT_MIN_SPREAD_PVALUE, report.min_spread_pvalue)
+    for feature in report.features:  # the std-ratio column, one metric per feature (NaN is not valid JSON)
+        if math.isfinite(feature.std_ratio):
+            metrics.log_metric(f"{METRIC_DRIFT_STD_RATIO_PREFIX}{feature.name}", round(feature.std_ratio, 6))
     metrics.log_metric(METRIC_DRIFT_DETECTED, int(report.drift_detected))
     print(report.message)  # the step log is what a person reads first
     return decide_on_drift(report.status, on_drift)
@@ -113,7 +152,7 @@ def request_retraining(
     training_arguments: str,
     kfp_namespace: str,
 ) -> str:
-    """Record a retraining request and, with a KFP endpoint, start the training pipeline.
+    """Record a retraining request and, with a KFP endpoint, start the training pipeline (as `pipeline.py submit`).
 
     Args:
         drift_report: From `check_drift`.
@@ -133,17 +172,26 @@ def request_retraining(
     from dataclasses import replace
     from pathlib import Path
 
-    from components.monitoring.retrain import new_retrain_request, trigger_retraining, write_retrain_request
+    from components.constants import ON_DRIFT_RETRAIN
+    from components.monitoring.retrain import (
+        check_retrain_config,
+        new_retrain_request,
+        trigger_retraining,
+        write_retrain_request,
+    )
 
-    if not retrain_request_dir and not kfp_endpoint:
-        raise ValueError("on_drift='retrain' needs kfp_endpoint (start a run) or retrain_request_dir (write a request)")
+    arguments = check_retrain_config(
+        ON_DRIFT_RETRAIN,
+        request_dir=retrain_request_dir,
+        kfp_endpoint=kfp_endpoint,
+        pipeline_id=training_pipeline_id,
+        pipeline_package=training_pipeline_package,
+        training_arguments=training_arguments,
+    )
     report = json.loads((Path(drift_report.path) / "drift_report.json").read_text(encoding="utf-8"))
     request = new_retrain_request(model_name=model_name, model_uri=model_dir, report=report)
     outcome = ""
     if kfp_endpoint:
-        arguments = json.loads(training_arguments or "{}")
-        if not isinstance(arguments, dict):
-            raise ValueError("training_arguments must be a JSON object of pipeline parameters")
         outcome = trigger_retraining(
             endpoint=kfp_endpoint,
             arguments=arguments,

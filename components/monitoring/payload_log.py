@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -24,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from components.atomic import fsync_directory
 from components.constants import (
     PAYLOAD_COLUMN_MODEL_NAME,
     PAYLOAD_COLUMN_MODEL_SHA256,
@@ -52,7 +54,11 @@ METADATA_COLUMNS: tuple[str, ...] = (
     PAYLOAD_COLUMN_PREDICTION,
     PAYLOAD_COLUMN_SOURCE,
 )
-"""Every column that is not a feature; feature names must not collide with them."""
+"""Every column that is not a feature: the data step (components.data) refuses features with these names."""
+
+DEFAULT_FLUSH_INTERVAL_S = 1.0
+"""Longest a recorded row waits in memory: the most a kill -9 of the server can lose (README, "Security and
+reliability"). One file per second under steady traffic is the price; `batch_size` rows flush sooner."""
 
 _TEMP_PREFIX = ".tmp-"
 """Readers skip hidden names, so an interrupted write leaves no visible partial file."""
@@ -68,7 +74,7 @@ class _Pending:
 
     timestamp_ns: int
     instances: Any
-    predictions: Sequence[Any]
+    predictions: Sequence[Any] | np.ndarray
     request_ids: Sequence[str] | None
 
 
@@ -186,7 +192,7 @@ class PayloadLogWriter:
         model_sha256: Digest of the served `model.joblib`, so records say which model answered.
         feature_names: Column names for the instance columns, in the model's order.
         batch_size: Rows per file, at most.
-        flush_interval_s: Longest time a row waits in memory before it is written.
+        flush_interval_s: Longest time a row waits in memory before it is written (the loss window on kill -9).
         max_pending: Queued `record()` calls beyond which new ones are dropped.
         source: Value of the `source` column.
         filesystem: A ready pyarrow filesystem for `directory` (S3 endpoint and credentials are set on it).
@@ -200,7 +206,7 @@ class PayloadLogWriter:
         model_sha256: str,
         feature_names: list[str],
         batch_size: int = 1000,
-        flush_interval_s: float = 30.0,
+        flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         max_pending: int = 100_000,
         source: str = PAYLOAD_SOURCE_LOCAL,
         filesystem: pafs.FileSystem | None = None,
@@ -232,6 +238,8 @@ class PayloadLogWriter:
         self._dropped = 0
         self._written = 0
         self._failed = 0
+        self._failing = False
+        """True from a failed write until the next one succeeds: a broken destination is logged once, not per flush."""
         self._files = 0
         self._thread = threading.Thread(target=self._run, name=f"payload-log-{model_name}", daemon=True)
         self._thread.start()
@@ -240,7 +248,7 @@ class PayloadLogWriter:
     def record(
         self,
         instances: np.ndarray,
-        predictions: Sequence[Any],
+        predictions: Sequence[Any] | np.ndarray,
         *,
         request_ids: Sequence[str] | None = None,
         timestamp: datetime | None = None,
@@ -332,10 +340,25 @@ class PayloadLogWriter:
             table = self._to_table(pending)
             self._write_partitioned(table)
             self._written += count
-        except Exception:
-            # A broken disk must not take the model server down with it; the loss is counted and logged.
+        except Exception as exc:
+            # A broken disk must not take the model server down with it, nor flood its log: the loss is counted
+            # in stats().failed and reported in one line until a write succeeds again.
             self._failed += count
-            logger.exception("payload log: failed to write %d records for %s", count, self.model_name)
+            if not self._failing:
+                self._failing = True
+                reason = (str(exc).splitlines() or [""])[0][:200]
+                logger.error(
+                    "payload log: cannot write to %s for %s (%s: %s); records are dropped and counted until a write "
+                    "succeeds (not logged again)",
+                    self._base,
+                    self.model_name,
+                    type(exc).__name__,
+                    reason,
+                )
+            return
+        if self._failing:
+            self._failing = False
+            logger.warning("payload log: writing to %s again for %s", self._base, self.model_name)
 
     def _to_table(self, pending: list[_Pending]) -> pa.Table:
         # Vectorized on purpose: this runs beside the request path and competes with it for the GIL.
@@ -381,7 +404,14 @@ class PayloadLogWriter:
         if isinstance(self._fs, pafs.LocalFileSystem):
             temp = f"{folder}/{_TEMP_PREFIX}{name}"
             pq.write_table(table, temp, filesystem=self._fs)
+            # fsync before the rename and of the folder after it: a file that is listed has all its rows on disk.
+            fd = os.open(temp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             self._fs.move(temp, f"{folder}/{name}")  # rename(2): atomic within one directory
+            fsync_directory(Path(folder))
         else:
             # Object stores publish an object only when its upload completes: no partial file is ever listed.
             pq.write_table(table, f"{folder}/{name}", filesystem=self._fs)

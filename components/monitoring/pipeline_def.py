@@ -16,6 +16,7 @@ from components.constants import (
     DEFAULT_MIN_RECORDS,
     DEFAULT_MODEL_NAME,
     DEFAULT_PSI_THRESHOLD,
+    DEFAULT_STD_RATIO_THRESHOLD,
     KFP_ARTIFACT_SECRET_KEYS,
     KFP_ARTIFACT_SECRET_NAME,
     LOG_FORMAT_PAYLOAD,
@@ -49,13 +50,15 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
         kfp_namespace: str = "",
         s3_endpoint: str = "",
         log_format: str = LOG_FORMAT_PAYLOAD,
+        std_ratio_threshold: float = DEFAULT_STD_RATIO_THRESHOLD,
     ) -> None:
         """Check logged traffic for data drift and act on it.
 
-        Steps: (1) check-drift reads the last `window_hours` of payload logs, compares every feature with the
-        model's reference profile (PSI + KS) and writes an HTML report, Metrics and the report JSON; (2) only on
-        drift, per `on_drift`: request-retraining (marker file and/or a training run via kfp.Client) or
-        fail-on-drift (the run fails). `report` only reports. Too little data is never drift.
+        Steps: (1) check-drift checks the whole configuration (retrain settings included), reads the last
+        `window_hours` of payload logs, compares every feature with the model's reference profile (PSI, KS and
+        a Brown-Forsythe spread test, Holm-corrected) and writes an HTML report, Metrics and the report JSON;
+        (2) only on drift, per `on_drift`: request-retraining (a training run through components.submit and/or a
+        request record) or fail-on-drift (the run fails). `report` only reports. Too little data is never drift.
 
         Args:
             log_dir: Payload log root (`serve --payload_log_dir`, or the sink's `s3://` prefix).
@@ -64,10 +67,10 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             window_hours: Window length, ending at `window_end`.
             window_end: ISO time, empty for the run's start.
             psi_threshold: Smallest PSI that counts as drift.
-            ks_alpha: Family-wise KS false-alarm level (Bonferroni over features).
+            ks_alpha: Family-wise false-alarm level over every feature's KS and spread tests (Holm).
             min_records: Fewer rows than this give `not_enough_data`.
             on_drift: `retrain`, `fail` or `report`.
-            retrain_request_dir: Where a retraining request marker is written (local runs, `pipeline.py`).
+            retrain_request_dir: Where a retraining request record (`retrain_request.json`) is written.
             kfp_endpoint: KFP API for starting the training run (cluster).
             training_pipeline_id: Uploaded training pipeline to run.
             training_pipeline_package: Or a compiled training pipeline YAML path inside the image.
@@ -76,6 +79,8 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             s3_endpoint: S3-compatible endpoint for `s3://` locations.
             log_format: `payload-parquet` (serve / sink) or `kserve-json` (KServe's built-in blob logger; then
                 `log_dir` is the logger's `url`).
+            std_ratio_threshold: Factor the standard deviation must grow or shrink by for a significant spread
+                test to count.
         """
         check = ops.check_drift(
             log_dir=log_dir,
@@ -89,6 +94,12 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             on_drift=on_drift,
             s3_endpoint=s3_endpoint,
             log_format=log_format,
+            std_ratio_threshold=std_ratio_threshold,
+            retrain_request_dir=retrain_request_dir,
+            kfp_endpoint=kfp_endpoint,
+            training_pipeline_id=training_pipeline_id,
+            training_pipeline_package=training_pipeline_package,
+            training_arguments=training_arguments,
         )
         # The logs change between runs while the parameters do not: a cached result would hide new drift.
         check.set_caching_options(False).set_display_name("check-drift")

@@ -24,6 +24,10 @@ DEFAULT_BINS = 10
 DEFAULT_SAMPLE_SIZE = 5000
 """KS needs the raw values; 5000 keeps the JSON small (~100 KB per feature at most) and the test sharp."""
 MIN_REFERENCE_ROWS = 20
+_SCHEMA_QUANTILE_EDGES = 1
+MIN_ROWS_PER_BIN = 20
+"""A bin's training share is itself an estimate: with fewer rows per bin, PSI's sampling noise alone (about
+(bins - 1) * (1/training rows + 1/window rows) on average) approaches the threshold."""
 
 
 class ReferenceProfileError(ValueError):
@@ -43,14 +47,30 @@ def bin_proportions(values: np.ndarray, inner_edges: list[float]) -> list[float]
     return (counts / total).tolist() if total else [0.0] * (len(inner_edges) + 1)
 
 
-def _quantile_edges(values: np.ndarray, bins: int) -> list[float]:
+def tie_safe_edges(values: np.ndarray, bins: int) -> list[float]:
+    """Inner edges near the quantiles of `values`, each halfway between two distinct values of `values`.
+
+    An edge placed ON a reference value (what `np.quantile` gives for data on a grid, like Iris' 0.1 cm) puts that
+    whole tie group on one side, while live measurements of the same value scatter to both sides: PSI then
+    reports a shift that is not there. Halfway between neighbouring distinct values, no reference value sits on
+    an edge and a tie group always stays in one bin. Quantiles that fall in the same gap merge, so a feature
+    with few distinct values gets fewer bins.
+    """
     import numpy as np
 
+    distinct = np.unique(values)
+    if len(distinct) < 2:
+        return []
     quantiles = np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1])
-    # Discrete features repeat quantiles; duplicate edges would make empty bins that inflate PSI.
-    edges = np.unique(quantiles)
-    # An edge equal to the minimum would leave the first bin empty by construction.
-    return [float(e) for e in edges if e > values.min()]
+    # distinct[i - 1] <= q < distinct[i]: the gap the quantile falls in (a quantile at the maximum takes the last).
+    upper = np.clip(np.searchsorted(distinct, quantiles, side="right"), 1, len(distinct) - 1)
+    edges = (distinct[upper - 1] + distinct[upper]) / 2
+    return [float(e) for e in np.unique(edges)]
+
+
+def bins_for(rows: int, bins: int) -> int:
+    """`bins`, fewer when the data is small: at least `MIN_ROWS_PER_BIN` training rows per bin."""
+    return max(2, min(bins, rows // MIN_ROWS_PER_BIN))
 
 
 def build_reference_profile(
@@ -60,7 +80,8 @@ def build_reference_profile(
 
     Args:
         features: Training features only (no label column), one column per model input.
-        bins: Quantile bins for PSI (fewer if a feature has fewer distinct values).
+        bins: Quantile bins for PSI (fewer if a feature has fewer distinct values, or the data fewer than
+            `MIN_ROWS_PER_BIN` rows per bin).
         sample_size: Most raw values kept per feature for the KS test.
         seed: Seed of the sample, so the same data gives the same profile.
 
@@ -92,7 +113,7 @@ def build_reference_profile(
         values = features[column].to_numpy(dtype=np.float64)
         if not np.isfinite(values).all():
             raise ReferenceProfileError(f"feature '{column}' has missing or infinite values")
-        edges = _quantile_edges(values, bins)
+        edges = tie_safe_edges(values, bins_for(len(values), bins))
         sample = values if len(values) <= sample_size else rng.choice(values, size=sample_size, replace=False)
         profile["features"][str(column)] = {
             "count": len(values),
@@ -108,11 +129,16 @@ def build_reference_profile(
 
 
 def validate_reference_profile(profile: dict[str, Any]) -> dict[str, Any]:
-    """Check a decoded profile has what the drift check reads, naming the first problem."""
-    if profile.get("schema_version") != REFERENCE_PROFILE_SCHEMA_VERSION:
+    """Check a decoded profile has what the drift check reads, naming the first problem.
+
+    A version-1 profile (bin edges on quantiles, which can sit on tied values) is returned upgraded: its bins
+    are rebuilt from its stored sample (all training values up to `DEFAULT_SAMPLE_SIZE` rows).
+    """
+    version = profile.get("schema_version")
+    if version not in (_SCHEMA_QUANTILE_EDGES, REFERENCE_PROFILE_SCHEMA_VERSION):
         raise ReferenceProfileError(
-            f"reference profile schema_version {profile.get('schema_version')!r} is not "
-            f"{REFERENCE_PROFILE_SCHEMA_VERSION}; rebuild it with build_reference_profile"
+            f"reference profile schema_version {version!r} is not {REFERENCE_PROFILE_SCHEMA_VERSION}; "
+            "rebuild it with build_reference_profile"
         )
     names = profile.get("feature_names")
     if not isinstance(names, list) or not names:
@@ -128,7 +154,19 @@ def validate_reference_profile(profile: dict[str, Any]) -> dict[str, Any]:
             raise ReferenceProfileError(f"reference profile entry for '{name}': bins and edges do not match")
         if not entry["sample"] or not all(math.isfinite(v) for v in entry["sample"]):
             raise ReferenceProfileError(f"reference profile entry for '{name}' has an empty or non-finite sample")
-    return profile
+    return _upgraded(profile) if version == _SCHEMA_QUANTILE_EDGES else profile
+
+
+def _upgraded(profile: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    features = {}
+    for name in profile["feature_names"]:
+        entry = profile["features"][name]
+        sample = np.asarray(entry["sample"], dtype=np.float64)
+        edges = tie_safe_edges(sample, bins_for(len(sample), int(profile.get("bins", DEFAULT_BINS))))
+        features[name] = {**entry, "bin_edges": edges, "bin_proportions": bin_proportions(sample, edges)}
+    return {**profile, "schema_version": REFERENCE_PROFILE_SCHEMA_VERSION, "features": features}
 
 
 def write_reference_profile(model_dir: Path, profile: dict[str, Any]) -> Path:

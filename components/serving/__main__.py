@@ -1,17 +1,23 @@
 """`kfp-sklearn-serve` / `python -m components.serving`: the predictor a KServe ServingRuntime runs.
 
-Accepts KServe's standard model-server flags (`--model_name`, `--http_port`, `--workers`, ...) as a
+Accepts KServe's standard model-server flags (`--model_name`, `--http_port`, `--grpc_port`, `--workers`, ...) as a
 ServingRuntime passes them, plus `--model_dir` and this server's own limits.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from components.constants import CONTAINER_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ROWS, PROBA_PARAMETER
+
+MODEL_DIGEST_ENV = "MODEL_DIGEST"
+"""Environment variable the InferenceService sets to pin the model directory's digest."""
+MODEL_VERSION_ENV = "MODEL_VERSION"
+"""Environment variable naming the deployed version (the routes' `versions/{version}`)."""
 
 
 def _flag(value: str) -> bool:
@@ -28,11 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     from kserve import model_server
 
     from components.serving.server import DEFAULT_GRACE_PERIOD_SECONDS
+    from components.serving.slow_clients import (
+        DEFAULT_BODY_TIMEOUT_S,
+        DEFAULT_HEADER_TIMEOUT_S,
+        DEFAULT_MAX_CONNECTIONS,
+    )
 
     parser = argparse.ArgumentParser(
         prog="kfp-sklearn-serve",
         parents=[model_server.parser],
-        description="Serve a scikit-learn model directory (model.joblib + model.json) over KServe V1/V2 REST.",
+        description="Serve a scikit-learn model directory (model.joblib + model.json) over KServe V1/V2 REST "
+        "and, with --grpc_port, Open Inference Protocol gRPC.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--model_dir", required=True, type=Path, help="Model directory written by the train step.")
@@ -51,38 +63,96 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--access_log", type=_flag, default=False, help="Log one line per request (costs more than an ONNX predict)."
     )
-    # REST only: KServe's gRPC server would bypass the body limit; the flag stays accepted for compatibility.
-    parser.set_defaults(enable_grpc=False)
+    parser.add_argument(
+        "--model_digest",
+        default=os.environ.get(MODEL_DIGEST_ENV) or None,
+        help=f"Pinned sha256:<hex> digest of the model directory; anything else is refused (env {MODEL_DIGEST_ENV}).",
+    )
+    parser.add_argument(
+        "--model_version",
+        default=os.environ.get(MODEL_VERSION_ENV) or None,
+        help=f"Version id the V2 routes serve (env {MODEL_VERSION_ENV}; default: from the directory's digest).",
+    )
+    parser.add_argument(
+        "--enable_model_control",
+        type=_flag,
+        default=False,
+        help="Serve the model load/unload endpoints (off: no client can unload the model).",
+    )
+    parser.add_argument(
+        "--header_timeout", type=float, default=DEFAULT_HEADER_TIMEOUT_S, help="Seconds for a request's headers."
+    )
+    parser.add_argument(
+        "--body_timeout", type=float, default=DEFAULT_BODY_TIMEOUT_S, help="Seconds for a body after its headers."
+    )
+    parser.add_argument(
+        "--max_connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="Open HTTP connections per process; beyond it the oldest idle or slow one is closed.",
+    )
+    # gRPC (our Open Inference Protocol servicer, not KServe's) is served when --grpc_port is given or
+    # --enable_grpc=true; a None default tells "not given" apart from KServe's 8081.
+    parser.set_defaults(enable_grpc=None, grpc_port=None, grpc_max_receive_message_length=None)
     return parser
+
+
+def _grpc_port(args: argparse.Namespace) -> int | None:
+    from kserve.constants.constants import DEFAULT_GRPC_PORT
+
+    if args.enable_grpc is False:
+        return None
+    if args.grpc_port is not None:
+        return int(args.grpc_port)
+    return DEFAULT_GRPC_PORT if args.enable_grpc else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and serve; a refused model directory exits 1 with a one-line reason."""
     args = build_parser().parse_args(argv)
     from components.model_artifact import ModelIntegrityError
-    from components.serving.server import serve
+    from components.names import InvalidNameError
+    from components.serving.server import PortInUseError, serve
 
-    if args.enable_grpc:
-        print("kfp-sklearn-serve: gRPC is not served (REST V1/V2 only); ignoring --enable_grpc", file=sys.stderr)
-    for name in ("max_body_bytes", "max_rows", "workers"):
+    for name in ("max_body_bytes", "max_rows", "workers", "max_connections", "timeout_keep_alive"):
         if getattr(args, name) < 1:
             print(f"kfp-sklearn-serve: --{name} must be at least 1", file=sys.stderr)
             return 2
+    for name in ("header_timeout", "body_timeout"):
+        if not getattr(args, name) > 0:
+            print(f"kfp-sklearn-serve: --{name} must be positive", file=sys.stderr)
+            return 2
+    receive = args.grpc_max_receive_message_length
+    if receive is not None and receive < 1:
+        print("kfp-sklearn-serve: --grpc_max_receive_message_length must be at least 1", file=sys.stderr)
+        return 2
     try:
         serve(
             args.model_dir,
             model_name=args.model_name,
             host=args.host,
             port=args.http_port,
+            grpc_port=_grpc_port(args),
             workers=args.workers,
             max_body_bytes=args.max_body_bytes,
+            grpc_max_receive_bytes=receive,
             max_rows=args.max_rows,
             return_probabilities=args.return_probabilities,
             use_onnx=args.use_onnx,
             payload_log_dir=args.payload_log_dir,
             grace_period=args.grace_period,
             access_log=args.access_log,
+            model_digest=args.model_digest,
+            model_version=args.model_version,
+            enable_model_control=args.enable_model_control,
+            keep_alive_timeout=args.timeout_keep_alive,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
         )
+    except (InvalidNameError, PortInUseError) as exc:
+        print(f"kfp-sklearn-serve: {exc}", file=sys.stderr)
+        return 2
     except ModelIntegrityError as exc:
         print(f"kfp-sklearn-serve: cannot serve {args.model_dir}: {exc}", file=sys.stderr)
         return 1

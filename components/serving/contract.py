@@ -18,9 +18,29 @@ import orjson
 from components.constants import PROBA_PARAMETER
 
 JSON_MEDIA_TYPE = "application/json"
+BINARY_MEDIA_TYPE = "application/octet-stream"
+INFERENCE_HEADER_LENGTH = "inference-header-content-length"
+"""Open Inference Protocol binary tensor extension: the length of the JSON part before the raw tensor bytes."""
+BINARY_DATA_SIZE = "binary_data_size"
 V2_FP64 = "FP64"
-V2_NUMERIC_DATATYPES = frozenset({"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32"})
-"""V2 datatypes whose values are plain JSON numbers; all become float64 (what the model computes in)."""
+V2_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
+    "FP64": np.dtype("<f8"),
+    "FP32": np.dtype("<f4"),
+    "FP16": np.dtype("<f2"),
+    "INT64": np.dtype("<i8"),
+    "INT32": np.dtype("<i4"),
+    "INT16": np.dtype("<i2"),
+    "INT8": np.dtype("i1"),
+    "UINT64": np.dtype("<u8"),
+    "UINT32": np.dtype("<u4"),
+    "UINT16": np.dtype("<u2"),
+    "UINT8": np.dtype("u1"),
+}
+"""V2 numeric datatypes and their little-endian layout in the binary extension; all become float64."""
+V2_NUMERIC_DATATYPES = frozenset(V2_NUMPY_DTYPES)
+MAX_FEATURE_MAGNITUDE = float(np.finfo(np.float32).max)
+"""Largest |value| accepted: the float32 range the ONNX graphs and sklearn's trees compute in, so both backends
+answer the same rows (sklearn's forests refuse anything larger; linear models overflow to NaN near 1e308)."""
 _MAX_NAMES_IN_MESSAGE = 5
 _LIST_TYPE = {list}
 _NUMBER_TYPES = {float, int}
@@ -50,15 +70,43 @@ class FeatureSpec:
         return len(self.feature_names)
 
 
-def check_content_type(content_type: str | None) -> None:
-    """Accept only JSON bodies (`application/json`, optionally with a charset)."""
+def check_content_type(content_type: str | None, header_length: str | None = None, *, v2: bool = False) -> int | None:
+    """Check the media type; returns None for a JSON body, or the JSON length of a V2 binary-extension body.
+
+    A body without Content-Type is read as JSON (tritonclient sends none, also with binary tensors, where the
+    `Inference-Header-Content-Length` header says it is binary). Anything else but JSON or, on V2, the binary
+    extension's `application/octet-stream` is a 415.
+    """
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    if media_type != JSON_MEDIA_TYPE:
-        shown = _short(media_type) if media_type else "none"
-        raise ClientError(f"Content-Type must be {JSON_MEDIA_TYPE} (got {shown})", reason="content_type", status=415)
+    if v2 and header_length is not None and media_type in ("", BINARY_MEDIA_TYPE, JSON_MEDIA_TYPE):
+        if not header_length.isdigit():
+            raise ClientError(
+                "Inference-Header-Content-Length must be a byte count", reason="malformed_binary", status=400
+            )
+        return int(header_length)
+    if media_type == JSON_MEDIA_TYPE or not media_type:
+        return None
+    if v2 and media_type == BINARY_MEDIA_TYPE:
+        raise ClientError(
+            f"an {BINARY_MEDIA_TYPE} body needs the Inference-Header-Content-Length header (the JSON part's length)",
+            reason="malformed_binary",
+        )
+    allowed = f"{JSON_MEDIA_TYPE} or {BINARY_MEDIA_TYPE}" if v2 else JSON_MEDIA_TYPE
+    raise ClientError(f"Content-Type must be {allowed} (got {_short(media_type)})", reason="content_type", status=415)
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
+def split_binary(body: bytes, header_length: int) -> tuple[dict[str, Any], memoryview]:
+    """Split a binary-extension body into its JSON object and the raw tensor bytes that follow it."""
+    if header_length == 0 or header_length > len(body):
+        raise ClientError(
+            f"Inference-Header-Content-Length is {header_length} but the body has {len(body)} bytes",
+            reason="malformed_binary",
+        )
+    view = memoryview(body)
+    return parse_json_object(view[:header_length]), view[header_length:]
+
+
+def parse_json_object(body: bytes | memoryview) -> dict[str, Any]:
     """Decode a request body that must be one JSON object."""
     if not body:
         raise ClientError("request body is empty; send a JSON object", reason="malformed_json")
@@ -68,10 +116,10 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         text = str(exc)
         if "infinity" in text:
             raise ClientError(f"a number is out of float64 range ({_short(text)})", reason="out_of_range") from None
-        raise ClientError(
-            f"body is not valid JSON (NaN and Infinity are not JSON numbers): {_short(text)}",
-            reason="malformed_json",
-        ) from None
+        # Name NaN/Infinity only when that is what the parser stopped at, not for a truncated or mangled body.
+        at = bytes(body[exc.pos : exc.pos + 9]).lstrip(b"-+")
+        hint = " (NaN and Infinity are not JSON numbers)" if at.startswith((b"NaN", b"Infinity")) else ""
+        raise ClientError(f"body is not valid JSON{hint}: {_short(text)}", reason="malformed_json") from None
     if not isinstance(decoded, dict):
         raise ClientError(f"body must be a JSON object, got {_json_type(decoded)}", reason="malformed_json")
     return decoded
@@ -118,26 +166,52 @@ def rows_from_v1(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
     return _matrix(instances, spec)
 
 
-def rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
+def rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec, binary: memoryview | None = None) -> np.ndarray:
     """Validate an Open Inference Protocol request.
 
     Accepts either one tensor per feature (named as in the model metadata, shape [N] or [N, 1]) or a single
-    tensor of shape [N, n_features] in feature order.
+    tensor of shape [N, n_features] in feature order. With the binary tensor extension, a tensor whose
+    `parameters.binary_data_size` is set takes its values from `binary` (little-endian, in input order).
     """
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ClientError("'inputs' must be a non-empty list of tensors", reason="bad_inputs")
-    tensors = [_tensor(i, raw) for i, raw in enumerate(inputs)]
-    if len(tensors) == 1 and len(tensors[0][1]) == 2 and tensors[0][1][1] == spec.n_features != 1:
+    if len(inputs) > spec.n_features:
+        # Bounded work: one tensor per feature at most, whatever else the body holds.
+        raise ClientError(
+            f"{len(inputs)} inputs; the model takes one [N, {spec.n_features}] input or one input per feature",
+            reason="bad_inputs",
+        )
+    raw = binary if binary is not None else memoryview(b"")
+    tensors = []
+    offset = 0
+    for i, tensor in enumerate(inputs):
+        name, shape, data, used = _tensor(i, tensor, raw, offset)
+        tensors.append((name, shape, data))
+        offset += used
+    if offset != len(raw):
+        raise ClientError(
+            f"the body has {len(raw) - offset} bytes of binary data that no input's binary_data_size claims",
+            reason="malformed_binary",
+        )
+    if len(tensors) == 1 and tensors[0][0] not in spec.feature_names:
         name, shape, data = tensors[0]
-        _check_row_count(shape[0], spec)
+        if spec.n_features == 1 and len(shape) == 1:
+            shape = [shape[0], 1]
+        if len(shape) != 2 or shape[1] != spec.n_features:
+            raise ClientError(
+                f"input '{_short(name)}' has shape {shape}; a single input needs shape [N, {spec.n_features}] "
+                f"(columns {_names(spec.feature_names)}), or send one input per feature, named as in the metadata",
+                reason="feature_count",
+            )
+        _check_row_count(shape[0], spec, v2=True)
         return _matrix_from_flat(name, data, shape, spec)
     names = [name for name, _, _ in tensors]
     _check_feature_names(set(names), spec, where="inputs")
     if len(set(names)) != len(names):
         raise ClientError("two inputs share a name", reason="feature_names")
     rows = tensors[0][1][0]
-    _check_row_count(rows, spec)
+    _check_row_count(rows, spec, v2=True)
     columns: dict[str, np.ndarray] = {}
     for name, shape, data in tensors:
         if shape[0] != rows or (len(shape) == 2 and shape[1] != 1) or len(shape) > 2:
@@ -149,7 +223,8 @@ def rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
     return np.column_stack([columns[name] for name in spec.feature_names])
 
 
-def _tensor(index: int, raw: Any) -> tuple[str, list[int], list[Any]]:
+def _tensor(index: int, raw: Any, binary: memoryview, offset: int) -> tuple[str, list[int], Any, int]:
+    """(name, shape, values, binary bytes used): values are a flat list (JSON) or a float64 array (binary)."""
     if not isinstance(raw, dict):
         raise ClientError(f"inputs[{index}] must be an object", reason="bad_inputs")
     name, shape, datatype, data = raw.get("name"), raw.get("shape"), raw.get("datatype"), raw.get("data")
@@ -159,24 +234,55 @@ def _tensor(index: int, raw: Any) -> tuple[str, list[int], list[Any]]:
         raise ClientError(f"input '{_short(name)}' needs a 'shape' of non-negative integers", reason="bad_shape")
     if datatype not in V2_NUMERIC_DATATYPES:
         raise ClientError(
-            f"input '{_short(name)}' has datatype {_short(str(datatype))}; use {V2_FP64} (features are numbers)",
+            f"input '{_short(name)}' has datatype {_short(str(datatype))}; use {V2_FP64} or another numeric "
+            "datatype (features are numbers)",
             reason="bad_datatype",
         )
+    size = math.prod(shape)
+    if data is None:
+        values, used = _binary_values(name, raw.get("parameters"), datatype, size, binary, offset)
+        return name, shape, values, used
     if not isinstance(data, list):
         raise ClientError(f"input '{_short(name)}' needs 'data' as a list", reason="bad_inputs")
     if data and isinstance(data[0], list):
         data = [v for row in data for v in (row if isinstance(row, list) else [row])]
-    if len(data) != math.prod(shape):
+    if len(data) != size:
         raise ClientError(
-            f"input '{_short(name)}' has {len(data)} values but shape {shape} needs {math.prod(shape)}",
-            reason="bad_shape",
+            f"input '{_short(name)}' has {len(data)} values but shape {shape} needs {size}", reason="bad_shape"
         )
-    return name, shape, data
+    return name, shape, data, 0
 
 
-def _matrix_from_flat(name: str, data: list[Any], shape: Sequence[int], spec: FeatureSpec) -> np.ndarray:
-    _check_values(data, where=f"input '{_short(name)}'")
-    return _to_float64(data, where=f"input '{_short(name)}'").reshape(shape[0], spec.n_features)
+def _binary_values(
+    name: str, parameters: Any, datatype: str, size: int, binary: memoryview, offset: int
+) -> tuple[np.ndarray, int]:
+    nbytes = parameters.get(BINARY_DATA_SIZE) if isinstance(parameters, dict) else None
+    if nbytes is None:
+        raise ClientError(
+            f"input '{_short(name)}' has neither 'data' nor parameters.{BINARY_DATA_SIZE}", reason="bad_inputs"
+        )
+    dtype = V2_NUMPY_DTYPES[datatype]
+    if type(nbytes) is not int or nbytes != size * dtype.itemsize:
+        raise ClientError(
+            f"input '{_short(name)}': {BINARY_DATA_SIZE} must be {size * dtype.itemsize} "
+            f"({size} {datatype} values), got {_short(str(nbytes))}",
+            reason="malformed_binary",
+        )
+    if offset + nbytes > len(binary):
+        raise ClientError(
+            f"input '{_short(name)}' needs {nbytes} bytes of binary data; only {len(binary) - offset} are left",
+            reason="malformed_binary",
+        )
+    values = np.frombuffer(binary, dtype=dtype, count=size, offset=offset)
+    return values.astype(np.float64), nbytes
+
+
+def _matrix_from_flat(name: str, data: Any, shape: Sequence[int], spec: FeatureSpec) -> np.ndarray:
+    where = f"input '{_short(name)}'"
+    if isinstance(data, np.ndarray):
+        return _checked_range(data.reshape(shape[0], spec.n_features), where=where, names=spec.feature_names)
+    _check_values(data, where=where)
+    return _to_float64(data, where=where, names=spec.feature_names).reshape(shape[0], spec.n_features)
 
 
 def _row_from_mapping(index: int, row: Any, spec: FeatureSpec) -> list[Any]:
@@ -203,8 +309,10 @@ def _check_feature_names(given: set[str], spec: FeatureSpec, *, where: str) -> N
         raise ClientError(f"{where}: {'; '.join(parts)}", reason="feature_names")
 
 
-def _check_row_count(rows: int, spec: FeatureSpec) -> None:
+def _check_row_count(rows: int, spec: FeatureSpec, *, v2: bool = False) -> None:
     if rows == 0:
+        if v2:
+            raise ClientError("no rows to predict: the inputs have 0 rows", reason="bad_inputs")
         raise ClientError("no rows to predict: 'instances' is empty", reason="bad_instances")
     if rows > spec.max_rows:
         raise ClientError(
@@ -219,7 +327,7 @@ def _matrix(rows: list[list[Any]], spec: FeatureSpec) -> np.ndarray:
     if not set(map(type, flat)) <= _NUMBER_TYPES:
         for i, row in enumerate(rows):
             _check_values(row, where=f"instances[{i}]", names=spec.feature_names)
-    return _to_float64(flat, where="instances").reshape(len(rows), spec.n_features)
+    return _to_float64(flat, where="instances", names=spec.feature_names).reshape(len(rows), spec.n_features)
 
 
 def _check_values(values: Sequence[Any], *, where: str, names: Sequence[str] | None = None) -> None:
@@ -234,14 +342,31 @@ def _check_values(values: Sequence[Any], *, where: str, names: Sequence[str] | N
         )
 
 
-def _to_float64(values: list[Any], *, where: str) -> np.ndarray:
+def _to_float64(values: list[Any], *, where: str, names: Sequence[str]) -> np.ndarray:
     try:
         matrix = np.asarray(values, dtype=np.float64)
     except OverflowError:
         raise ClientError(f"{where}: a number is out of float64 range", reason="out_of_range") from None
-    if not np.isfinite(matrix).all():
-        raise ClientError(f"{where}: a number is out of float64 range", reason="out_of_range")
+    # JSON numbers are never NaN or infinite (the parser refuses them), so the bounds are all there is to check,
+    # and on a short list Python's max/min cost a fraction of a numpy pass.
+    if values and (max(values) > MAX_FEATURE_MAGNITUDE or min(values) < -MAX_FEATURE_MAGNITUDE):
+        _checked_range(matrix.reshape(-1, len(names)), where=where, names=names)
     return matrix
+
+
+def _checked_range(matrix: np.ndarray, *, where: str, names: Sequence[str]) -> np.ndarray:
+    """Refuse NaN, infinities and values beyond MAX_FEATURE_MAGNITUDE, naming the row and feature."""
+    # One vectorised pass; NaN compares false, so it fails too.
+    if (np.abs(matrix) <= MAX_FEATURE_MAGNITUDE).all():
+        return matrix
+    row, column = (int(i) for i in np.argwhere(~(np.abs(matrix) <= MAX_FEATURE_MAGNITUDE))[0])
+    value = float(matrix[row, column])
+    shown = "NaN" if math.isnan(value) else f"{value:.3g}"
+    raise ClientError(
+        f"{where}, row {row}, feature '{_short(names[column])}': {shown} is outside the range this model computes "
+        f"in (|x| <= {MAX_FEATURE_MAGNITUDE:.3g})",
+        reason="out_of_range",
+    )
 
 
 def _json_type(value: Any) -> str:

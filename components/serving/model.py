@@ -13,12 +13,14 @@ from typing import Any
 
 import kserve
 import numpy as np
+import orjson
 from kserve.errors import InvalidInput
 
 from components.constants import DEFAULT_MAX_ROWS
 from components.model_artifact import ModelIntegrityError
 from components.serving import metrics
 from components.serving.contract import (
+    BINARY_DATA_SIZE,
     V2_FP64,
     ClientError,
     FeatureSpec,
@@ -26,13 +28,18 @@ from components.serving.contract import (
     rows_from_v2,
     want_probabilities,
 )
-from components.serving.predictor import LoadedModel, Prediction, load_model
+from components.serving.predictor import LoadedModel, NonFiniteScores, Prediction, load_model
 
 logger = logging.getLogger(__name__)
 
 V2_LABEL_OUTPUT = "predict"
 V2_PROBA_OUTPUT = "predict_proba"
 V2_OUTPUTS = (V2_LABEL_OUTPUT, V2_PROBA_OUTPUT)
+V2_PLATFORM = "sklearn"
+"""V2 metadata `platform`: the KServe model format the ServingRuntime declares (the backend is in /metrics)."""
+BINARY_DATA_OUTPUT = "binary_data_output"
+BINARY_DATA = "binary_data"
+_LITTLE_ENDIAN = {"INT64": "<i8", "FP64": "<f8", "BOOL": "?"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,8 @@ class ParsedRequest:
     outputs: set[str] = field(default_factory=set)
     """V2 outputs the client named (empty: the default outputs)."""
     request_id: Any = None
+    binary_outputs: frozenset[str] = frozenset()
+    """V2 outputs to send as raw bytes after the JSON (the binary tensor extension)."""
 
 
 class SklearnModel(kserve.Model):
@@ -59,6 +68,8 @@ class SklearnModel(kserve.Model):
         return_probabilities: bool = False,
         use_onnx: bool = True,
         payload_log_dir: Path | None = None,
+        model_version: str | None = None,
+        expected_digest: str | None = None,
     ) -> None:
         """Create an unloaded model; call `load()` before serving.
 
@@ -69,8 +80,13 @@ class SklearnModel(kserve.Model):
             return_probabilities: Server default for answering with class probabilities instead of labels.
             use_onnx: Use the ONNX fast path when the card lists a verified one.
             payload_log_dir: When set, every successful prediction is handed to a PayloadLogWriter here.
+            model_version: The version the deploy recorded; `versions/<v>` routes answer only for it. Default: the
+                short id of the directory digest.
+            expected_digest: Refuse a directory whose digest differs (`sha256:<hex>`, pinned outside it).
         """
         super().__init__(name)
+        self.model_version = model_version
+        self.expected_digest = expected_digest
         self.model_dir = model_dir
         self.max_rows = max_rows
         self.return_probabilities = return_probabilities
@@ -86,7 +102,12 @@ class SklearnModel(kserve.Model):
     def load(self) -> bool:
         """Verify and load the model directory; on refusal log why and stay unready."""
         try:
-            loaded = load_model(self.model_dir, use_onnx=self.use_onnx)
+            loaded = load_model(
+                self.model_dir,
+                use_onnx=self.use_onnx,
+                expected_digest=self.expected_digest,
+                model_version=self.model_version,
+            )
         except ModelIntegrityError as exc:
             self.load_error = str(exc)
             self.ready = False
@@ -104,23 +125,76 @@ class SklearnModel(kserve.Model):
         self.ready = True
         return True
 
-    # --- the contract, shared by the fast HTTP routes and KServe's own dataplane (gRPC) -------------
+    @property
+    def version(self) -> str:
+        """The served version id (empty until loaded, unless the deploy named one)."""
+        return self.loaded.version if self.loaded is not None else (self.model_version or "")
 
-    def parse(self, payload: dict[str, Any], *, v2: bool) -> ParsedRequest:
-        """Validate a decoded V1 or V2 body into the matrix to predict and what to answer with."""
+    def metadata(self) -> dict[str, Any]:
+        """V2 model metadata (REST `GET /v2/models/<name>` and gRPC ModelMetadata say the same)."""
+        return {
+            "name": self.name,
+            "versions": [self.version] if self.version else [],
+            "platform": V2_PLATFORM,
+            "inputs": self.get_input_types(),
+            "outputs": self.get_output_types(),
+        }
+
+    # --- the contract, shared by the fast HTTP routes and the gRPC servicer -----------------------------
+
+    def parse(self, payload: dict[str, Any], *, v2: bool, binary: memoryview | None = None) -> ParsedRequest:
+        """Validate a decoded V1 or V2 body into the matrix to predict and what to answer with.
+
+        Args:
+            payload: The decoded JSON object.
+            v2: Whether it is an Open Inference Protocol request.
+            binary: The raw tensor bytes after the JSON part (binary tensor extension), if any.
+        """
         if not v2:
             return ParsedRequest(rows_from_v1(payload, self.spec), self._want_probabilities(payload.get("parameters")))
-        x = rows_from_v2(payload, self.spec)
+        x = rows_from_v2(payload, self.spec, binary)
+        parameters = payload.get("parameters")
         requested = _requested_outputs(payload.get("outputs"))
-        proba = V2_PROBA_OUTPUT in requested if requested else self._want_probabilities(payload.get("parameters"))
+        proba = V2_PROBA_OUTPUT in requested if requested else self._want_probabilities(parameters)
+        binary_outputs = _binary_outputs(parameters, payload.get("outputs"))
         request_id = payload.get("id")
-        return ParsedRequest(x, proba, v2=True, outputs=requested, request_id=request_id)
+        return ParsedRequest(x, proba, v2=True, outputs=requested, request_id=request_id, binary_outputs=binary_outputs)
 
     def predict_rows(self, request: ParsedRequest) -> Prediction:
-        """Run the model on a parsed request (thread-safe: ONNX Runtime and sklearn predict hold no state)."""
+        """Run the model on a parsed request (thread-safe: ONNX Runtime and sklearn predict hold no state).
+
+        Raises:
+            ClientError: The values overflow the model's arithmetic (names the row's largest feature).
+        """
         if self.loaded is None:
             raise RuntimeError(f"model {self.name} is not loaded")
-        return self.loaded.predict(request.x, probabilities=request.probabilities)
+        try:
+            return self.loaded.predict(request.x, probabilities=request.probabilities)
+        except NonFiniteScores as exc:
+            row = request.x[exc.row]
+            column = int(np.abs(row).argmax())
+            raise ClientError(
+                f"row {exc.row}: the model cannot compute with these values (largest: feature "
+                f"'{self.spec.feature_names[column][:60]}' = {row[column]:.3g})",
+                reason="out_of_range",
+            ) from None
+
+    def render(self, request: ParsedRequest, prediction: Prediction) -> tuple[bytes, int | None]:
+        """The response body, and the JSON part's length when binary outputs follow it (else None)."""
+        body = self.reply(request, prediction)
+        if not request.binary_outputs:
+            return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), None
+        arrays = {V2_LABEL_OUTPUT: prediction.labels, V2_PROBA_OUTPUT: prediction.probabilities}
+        chunks = []
+        for output in body["outputs"]:
+            if output["name"] not in request.binary_outputs:
+                continue
+            raw = _tensor_bytes(np.asarray(arrays[output["name"]]), output["datatype"])
+            del output["data"]
+            output["parameters"] = {BINARY_DATA_SIZE: len(raw)}
+            chunks.append(raw)
+        header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        return header + b"".join(chunks), len(header)
 
     def reply(self, request: ParsedRequest, prediction: Prediction) -> dict[str, Any]:
         """The V1 or V2 response body for a prediction."""
@@ -149,6 +223,7 @@ class SklearnModel(kserve.Model):
         request_id = request.request_id
         return {
             "model_name": self.name,
+            "model_version": self.version,
             "id": request_id if isinstance(request_id, str) else str(uuid.uuid4()),
             "parameters": {},
             "outputs": outputs,
@@ -168,8 +243,10 @@ class SklearnModel(kserve.Model):
         try:
             writer = self._payload_writer()
             writer.record(x, prediction.labels.tolist())
-        except Exception:
-            logger.exception("payload log failed; predictions are still served")
+        except Exception as exc:
+            # Once, in one line, then no more tries: a broken log must not write a traceback per request.
+            self.payload_log_dir = None
+            logger.error("payload log disabled: %s; predictions are still served", str(exc)[:300])
 
     def _want_probabilities(self, parameters: Any) -> bool:
         wanted = want_probabilities(parameters, self.return_probabilities)
@@ -254,6 +331,34 @@ def _requested_outputs(outputs: Any) -> set[str]:
             f"unknown output(s) {sorted(unknown)[:3]}; choose from {list(V2_OUTPUTS)}", reason="bad_outputs"
         )
     return names
+
+
+def _binary_outputs(parameters: Any, outputs: Any) -> frozenset[str]:
+    """Outputs to send as raw bytes: `parameters.binary_data_output`, overridden per output by `binary_data`."""
+    default = parameters.get(BINARY_DATA_OUTPUT, False) if isinstance(parameters, dict) else False
+    if not isinstance(default, bool):
+        raise ClientError(f"parameter '{BINARY_DATA_OUTPUT}' must be true or false", reason="bad_parameters")
+    chosen = set(V2_OUTPUTS) if default else set()
+    for output in outputs or ():  # already checked by _requested_outputs: objects with a string name
+        options = output.get("parameters")
+        flag = options.get(BINARY_DATA) if isinstance(options, dict) else None
+        if flag is None:
+            continue
+        if not isinstance(flag, bool):
+            raise ClientError(f"output parameter '{BINARY_DATA}' must be true or false", reason="bad_outputs")
+        if flag:
+            chosen.add(output["name"])
+        else:
+            chosen.discard(output["name"])
+    return frozenset(chosen)
+
+
+def _tensor_bytes(values: np.ndarray, datatype: str) -> bytes:
+    """Little-endian tensor bytes; BYTES elements are each a 4-byte length followed by UTF-8."""
+    if datatype == "BYTES":
+        encoded = [str(v).encode() for v in values.ravel().tolist()]
+        return b"".join(len(e).to_bytes(4, "little") + e for e in encoded)
+    return np.ascontiguousarray(values, dtype=_LITTLE_ENDIAN[datatype]).tobytes()
 
 
 def _infer_request_to_dict(request: kserve.InferRequest) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -11,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from components.constants import ONNX_FILENAME, ONNX_LABEL_OUTPUT, ONNX_PROBA_OUTPUT
-from components.model_artifact import ModelCard, ModelIntegrityError, has_onnx, load_estimator
+from components.constants import MODEL_CARD_FILENAME, ONNX_FILENAME, ONNX_LABEL_OUTPUT, ONNX_PROBA_OUTPUT
+from components.model_artifact import ModelCard, ModelIntegrityError, has_onnx, load_verified, version_id
 
 logger = logging.getLogger(__name__)
 
@@ -21,10 +20,24 @@ BACKEND_JOBLIB = "joblib"
 INLINE_BUDGET_S = 0.001
 """Predictions expected to take longer run in a worker thread instead of blocking the event loop."""
 _CALIBRATION_ROWS = 64
+_PYTHON_SCAN_LIMIT = 64
+"""Up to this many values, max/min over a list beat numpy's per-call overhead."""
+ONNX_EXACT_MAGNITUDE = 1e15
+"""Requests with a larger |value| are predicted by the joblib estimator, the reference: the ONNX graph computes in
+float32 and was proved equal to sklearn on training-like rows only; far outside them, float32 overflow answers
+rows that sklearn refuses (or answers differently)."""
 
 
 def _n_features_in(estimator: Any) -> int:
     return int(getattr(estimator, "n_features_in_", 0) or 0)
+
+
+class NonFiniteScores(ValueError):
+    """The model cannot compute with a row's values: NaN or infinite probabilities, or sklearn refused them."""
+
+    def __init__(self, row: int) -> None:
+        super().__init__(f"row {row} gives non-finite probabilities")
+        self.row = row
 
 
 @dataclass
@@ -35,6 +48,14 @@ class Prediction:
     probabilities: np.ndarray | None = None
 
 
+def _extreme(x: np.ndarray) -> bool:
+    """Whether any |value| exceeds ONNX_EXACT_MAGNITUDE (on a request-sized matrix, plain Python is cheapest)."""
+    if x.size <= _PYTHON_SCAN_LIMIT:
+        values = x.ravel().tolist()
+        return bool(values) and (max(values) > ONNX_EXACT_MAGNITUDE or min(values) < -ONNX_EXACT_MAGNITUDE)
+    return bool(np.abs(x).max() > ONNX_EXACT_MAGNITUDE)
+
+
 @dataclass
 class LoadedModel:
     """A model ready to predict: the card, the estimator and (optionally) an ONNX session over the same model."""
@@ -42,6 +63,8 @@ class LoadedModel:
     card: ModelCard
     estimator: Any
     onnx_bytes: bytes | None = None
+    version: str = ""
+    """The served version: the short id of the directory digest (or the version the deploy recorded)."""
     _session: Any = field(default=None, repr=False)
     _input_name: str = ""
     _input_dtype: Any = np.float64
@@ -68,12 +91,32 @@ class LoadedModel:
         return hasattr(self.estimator, "predict_proba")
 
     def predict(self, x: np.ndarray, *, probabilities: bool) -> Prediction:
-        """Predict labels (and probabilities if asked) for a validated float64 matrix."""
-        if self._session is not None and (self._session_proba or not probabilities):
+        """Predict labels (and probabilities if asked) for a validated float64 matrix.
+
+        Raises:
+            NonFiniteScores: Probabilities came out NaN or infinite (the values overflow the model's arithmetic).
+        """
+        onnx = self._session is not None and (self._session_proba or not probabilities) and not _extreme(x)
+        if onnx:
             wanted = [ONNX_LABEL_OUTPUT, ONNX_PROBA_OUTPUT] if probabilities else [ONNX_LABEL_OUTPUT]
             outputs = self._session.run(wanted, {self._input_name: x.astype(self._input_dtype, copy=False)})
             proba = np.asarray(outputs[1], dtype=np.float64) if probabilities else None
-            return Prediction(np.asarray(outputs[0]).ravel(), proba)
+            prediction = Prediction(np.asarray(outputs[0]).ravel(), proba)
+        else:
+            try:
+                # An overflow is answered below (a 400 naming the feature), not printed as a RuntimeWarning.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    prediction = self._predict_joblib(x, probabilities=probabilities)
+            except ValueError as exc:
+                # sklearn's input check: a step overflowed (a scaler turning 1e38 into inf for float32 trees).
+                if "infinity" not in str(exc) and "too large" not in str(exc):
+                    raise
+                raise NonFiniteScores(int(np.abs(x).max(axis=1).argmax())) from None
+        if prediction.probabilities is not None and not np.isfinite(prediction.probabilities).all():
+            raise NonFiniteScores(int(np.argwhere(~np.isfinite(prediction.probabilities))[0][0]))
+        return prediction
+
+    def _predict_joblib(self, x: np.ndarray, *, probabilities: bool) -> Prediction:
         if probabilities:
             proba = np.asarray(self.estimator.predict_proba(x), dtype=np.float64)
             # sklearn classifiers define predict as the argmax of predict_proba; one call instead of two.
@@ -132,35 +175,64 @@ class LoadedModel:
         self._open_session()
 
 
-def load_model(directory: Path, *, use_onnx: bool = True) -> LoadedModel:
+def load_model(
+    directory: Path, *, use_onnx: bool = True, expected_digest: str | None = None, model_version: str | None = None
+) -> LoadedModel:
     """Verify and load a model directory; never unpickles or runs a file whose sha256 differs from the card.
 
     Args:
         directory: The model directory (read-only is fine: nothing is written).
         use_onnx: Use the ONNX fast path when the card lists a verified `model.onnx`.
+        expected_digest: The directory digest the deploy pinned (`sha256:<hex>`); any other directory is refused.
+        model_version: The version to serve under; default: the short id of the directory's digest.
 
     Returns:
         The loaded model.
 
     Raises:
-        ModelIntegrityError: The directory is missing files, holds two model files, a hash or the scikit-learn
-            version does not match.
+        ModelIntegrityError: The directory is missing files, holds two model files, a hash, the digest or the
+            scikit-learn version does not match, or the card disagrees with the estimator.
     """
     import sklearn
 
-    estimator, card = load_estimator(directory, expected_sklearn=sklearn.__version__)
-    onnx_bytes = None
-    if use_onnx and has_onnx(card):
-        onnx_bytes = (directory / ONNX_FILENAME).read_bytes()
-        # verify_model_dir hashed every file in the card; hash the exact bytes we hand to ONNX Runtime again.
-        if hashlib.sha256(onnx_bytes).hexdigest() != card.files[ONNX_FILENAME]:
-            raise ModelIntegrityError(f"{ONNX_FILENAME} changed while it was being verified; refusing to load it")
-    model = LoadedModel(card=card, estimator=estimator, onnx_bytes=onnx_bytes)
+    estimator, files = load_verified(directory, expected_sklearn=sklearn.__version__, expected_digest=expected_digest)
+    card = files.card
+    check_card_matches(card, estimator)
+    # The very bytes that were verified go to ONNX Runtime; the file is not read a second time.
+    onnx_bytes = files.contents[ONNX_FILENAME] if use_onnx and has_onnx(card) else None
+    model = LoadedModel(
+        card=card, estimator=estimator, onnx_bytes=onnx_bytes, version=model_version or version_id(files.digest)
+    )
     logger.info(
-        "loaded model %s (sha256 %s..., scikit-learn %s, backend %s)",
+        "loaded model %s (version %s, sha256 %s..., scikit-learn %s, backend %s)",
         directory,
+        model.version,
         card.model_sha256[:12],
         card.sklearn_version,
         model.backend,
     )
     return model
+
+
+def check_card_matches(card: ModelCard, estimator: Any) -> None:
+    """Refuse a card that describes another model than the estimator it ships with (one-line reason).
+
+    Raises:
+        ModelIntegrityError: No features, a feature count or names, or a class count that differ.
+    """
+    names = list(card.feature_names)
+    if not names:
+        raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} lists no features; the model cannot be served")
+    expected = _n_features_in(estimator)
+    if expected and expected != len(names):
+        raise ModelIntegrityError(
+            f"{MODEL_CARD_FILENAME} lists {len(names)} features but the model was trained on {expected}"
+        )
+    trained_names = getattr(estimator, "feature_names_in_", None)
+    if trained_names is not None and [str(n) for n in trained_names] != names:
+        raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} names the features differently from the trained model")
+    classes = getattr(estimator, "classes_", None)
+    if classes is not None and card.class_names and len(classes) != len(card.class_names):
+        raise ModelIntegrityError(
+            f"{MODEL_CARD_FILENAME} lists {len(card.class_names)} classes but the model predicts {len(classes)}"
+        )

@@ -18,9 +18,13 @@ printf '{"data":{"AWS_ACCESS_KEY_ID":"%s","AWS_SECRET_ACCESS_KEY":"%s"}}' "${acc
 kubectl -n "${MODELS_NAMESPACE}" patch secret kfp-object-store --type merge --patch-file "${patch_file}"
 
 runner="system:serviceaccount:kubeflow:pipeline-runner"
-for verb in get create patch delete; do
-  kubectl auth can-i "${verb}" inferenceservices.serving.kserve.io -n "${MODELS_NAMESPACE}" --as="${runner}" >/dev/null \
-    || { echo "RBAC: ${runner} cannot ${verb} inferenceservices in ${MODELS_NAMESPACE}" >&2; exit 1; }
+# What the deploy step does: write InferenceServices, and read the rollout it starts (Deployments, pods).
+for check in "get inferenceservices.serving.kserve.io" "create inferenceservices.serving.kserve.io" \
+  "patch inferenceservices.serving.kserve.io" "delete inferenceservices.serving.kserve.io" \
+  "get deployments.apps" "list pods"; do
+  read -r verb resource <<<"${check}"
+  kubectl auth can-i "${verb}" "${resource}" -n "${MODELS_NAMESPACE}" --as="${runner}" >/dev/null \
+    || { echo "RBAC: ${runner} cannot ${verb} ${resource} in ${MODELS_NAMESPACE}" >&2; exit 1; }
 done
 if kubectl auth can-i get secrets -n "${MODELS_NAMESPACE}" --as="${runner}" >/dev/null 2>&1; then
   echo "note: ${runner} can read Secrets in ${MODELS_NAMESPACE}; the project's Role does not grant that" >&2

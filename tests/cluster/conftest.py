@@ -10,19 +10,19 @@ from fake_kube_api import FakeKubeApi, FakePredictor
 from kserve_webhook import webhook_errors
 from kube_schemas import MANIFESTS, SHARED_SCHEMAS, crd_errors
 
-from components.constants import DEFAULT_MODEL_NAME, DEPLOYER_ROLE_NAME, INFERENCE_SERVICE_PLURAL, KSERVE_GROUP
+from components.constants import DEFAULT_MODEL_NAME, DEPLOYER_ROLE_NAME
 
 
-def deployer_role_verbs() -> set[str]:
-    """Verbs the project's Role grants on InferenceServices (manifests/base/rbac.yaml), as the API server reads it."""
+def deployer_role_rules() -> dict[str, set[str]]:
+    """What the project's Role grants (manifests/base/rbac.yaml), as the API server reads it: resource -> verbs."""
     documents = yaml.safe_load_all((MANIFESTS / "base" / "rbac.yaml").read_text())
     (role,) = [d for d in documents if d and d["kind"] == "Role" and d["metadata"]["name"] == DEPLOYER_ROLE_NAME]
-    return {
-        verb
-        for rule in role["rules"]
-        if KSERVE_GROUP in rule["apiGroups"] and INFERENCE_SERVICE_PLURAL in rule["resources"]
-        for verb in rule["verbs"]
-    }
+    granted: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.setdefault(f"{resource}.{group}" if group else resource, set()).update(rule["verbs"])
+    return granted
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def fake_api() -> Iterator[FakeKubeApi]:
     api = FakeKubeApi(
         validator=(lambda obj: crd_errors(obj, schemas)) if schemas else None,
         webhook=webhook_errors,
-        allowed_verbs=deployer_role_verbs(),
+        rbac=deployer_role_rules(),
     )
     api.start()
     yield api

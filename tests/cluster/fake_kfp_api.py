@@ -1,4 +1,4 @@
-"""The KFP v2beta1 calls `kfp.Client.create_run_from_pipeline_package` makes, over real HTTP."""
+"""The KFP v2beta1 calls `kfp.Client` makes for runs and recurring runs (and a pipeline's versions), over real HTTP."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from loopback_http import LoopbackServer, QuietHandler
 
 
 class FakeKfpApi:
-    """Find-or-create an experiment, create a run; records every request for assertions."""
+    """Find-or-create an experiment, create a run or recurring run, list a pipeline's (one, newest) version; records
+    every request for assertions."""
 
     def __init__(self, *, refuse_runs_with: int | None = None) -> None:
         self.requests: list[tuple[str, str, Any]] = []
@@ -22,6 +23,10 @@ class FakeKfpApi:
     def runs(self) -> list[dict[str, Any]]:
         """Bodies of the create-run requests."""
         return [body for method, path, body in self.requests if method == "POST" and path == "/apis/v2beta1/runs"]
+
+    def recurring_runs(self) -> list[dict[str, Any]]:
+        """Bodies of the create-recurring-run requests (the JSON as sent: numbers stay numbers)."""
+        return [b for method, path, b in self.requests if method == "POST" and path == "/apis/v2beta1/recurringruns"]
 
     def _answer(self, method: str, path: str, query: str, body: Any) -> tuple[int, dict[str, Any]]:
         if method == "GET" and path == "/apis/v2beta1/healthz":
@@ -44,6 +49,15 @@ class FakeKfpApi:
                 "display_name": body.get("display_name"),
                 "state": "PENDING",
             }
+        if method == "POST" and path == "/apis/v2beta1/recurringruns":
+            if self.refuse_runs_with:
+                return self.refuse_runs_with, {"error_message": "refused by the fake", "code": 7}
+            recurring_run_id = f"recurring-{len(self.recurring_runs())}"
+            return 200, {"recurring_run_id": recurring_run_id, "display_name": body.get("display_name")}
+        if method == "GET" and path.startswith("/apis/v2beta1/pipelines/") and path.endswith("/versions"):
+            pipeline_id = path.split("/")[4]
+            versions = [{"pipeline_id": pipeline_id, "pipeline_version_id": f"{pipeline_id}-v2"}]
+            return 200, {"pipeline_versions": versions, "total_size": 1}
         return 404, {"error_message": f"no route {method} {path}"}
 
     def start(self) -> str:

@@ -25,6 +25,8 @@ VERSIONS_ENV = MANIFESTS / "bootstrap" / "versions.env"
 CRD_SCHEMA_FILES = {
     ("serving.kserve.io/v1beta1", "InferenceService"): "kserve-inferenceservice-v1beta1.json",
     ("serving.kserve.io/v1alpha1", "ServingRuntime"): "kserve-servingruntime-v1alpha1.json",
+    ("pipelines.kubeflow.org/v2beta1", "Pipeline"): "kfp-pipeline-v2beta1.json",
+    ("pipelines.kubeflow.org/v2beta1", "PipelineVersion"): "kfp-pipelineversion-v2beta1.json",
 }
 
 
@@ -164,7 +166,7 @@ def builtin_errors(obj: dict[str, Any]) -> list[str]:
 
 
 def object_errors(obj: dict[str, Any], schema_dir: Path) -> list[str]:
-    """Dispatch: KServe kinds to the CRD schemas, everything else to kubernetes-validate."""
-    if str(obj.get("apiVersion", "")).startswith("serving.kserve.io/"):
+    """Dispatch: KServe and KFP kinds to the CRD schemas, everything else to kubernetes-validate."""
+    if str(obj.get("apiVersion", "")).startswith(("serving.kserve.io/", "pipelines.kubeflow.org/")):
         return crd_errors(obj, schema_dir)
     return builtin_errors(obj)

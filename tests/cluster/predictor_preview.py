@@ -24,8 +24,15 @@ def predictor_deployments(isvc: dict[str, Any], runtime: dict[str, Any]) -> list
 def _deployment(deploy_name: str, isvc: dict[str, Any], predictor: dict[str, Any], runtime: dict[str, Any]) -> dict:
     container = copy.deepcopy(runtime["spec"]["containers"][0])
     model = predictor.get("model", {})
-    if "resources" in model:
-        container["resources"] = copy.deepcopy(model["resources"])
+    # KServe merges the InferenceService's container into the runtime's (strategic merge: requests/limits key by
+    # key, env by name; the InferenceService wins): inferenceservice/utils/utils.go, MergeRuntimeContainers.
+    resources = container.setdefault("resources", {})
+    for section, values in (model.get("resources") or {}).items():
+        resources[section] = {**resources.get(section, {}), **values}
+    env = {e["name"]: e for e in container.get("env", [])}
+    env.update({e["name"]: copy.deepcopy(e) for e in model.get("env", [])})
+    if env:
+        container["env"] = list(env.values())
     container["args"] = [a.replace("{{.Name}}", isvc["metadata"]["name"]) for a in container.get("args", [])]
     pod: dict[str, Any] = {"containers": [container], "volumes": copy.deepcopy(runtime["spec"].get("volumes", []))}
     pod.update({k: copy.deepcopy(predictor[k]) for k in _POD_FIELDS if k in predictor})
@@ -40,3 +47,25 @@ def _deployment(deploy_name: str, isvc: dict[str, Any], predictor: dict[str, Any
             "template": {"metadata": {"labels": labels}, "spec": pod},
         },
     }
+
+
+AGENT_PORT = 9081
+"""KServe's agent port (pkg/constants, InferenceServiceDefaultAgentPort)."""
+
+
+def service_ports(isvc: dict[str, Any], runtime: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ports of the predictor Service KServe's Standard mode creates (reconcilers/service/service_reconciler.go,
+    createDefaultSvc): the first container port as port 80, every further one under its own number (appProtocol
+    kubernetes.io/h2c when its name contains "grpc" or "h2c"); a batcher or logger points port 80 at the agent."""
+    container_ports = runtime["spec"]["containers"][0].get("ports") or [{"containerPort": 8080}]
+    ports = []
+    for index, port in enumerate(container_ports):
+        name = port.get("name", "")
+        entry = {"name": name, "port": 80 if index == 0 else port["containerPort"], "targetPort": port["containerPort"]}
+        if "grpc" in name or "h2c" in name:
+            entry["appProtocol"] = "kubernetes.io/h2c"
+        ports.append(entry)
+    predictor = isvc["spec"]["predictor"]
+    if predictor.get("logger") or predictor.get("batcher"):
+        ports[0]["targetPort"] = AGENT_PORT
+    return ports

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
-from fake_kube_api import DEFAULT_USER, FakeKubeApi, FakePredictor, Outcome, merge_patch_apply
+from fake_kube_api import DEFAULT_USER, FakeKubeApi, FakePredictor, Outcome, merge_patch_apply, ready_always
 
 from components.constants import (
     CANARY_ANNOTATION,
     DEFAULT_MODEL_NAME,
     DEFAULT_NAMESPACE,
     DEPLOYER_ROLE_NAME,
+    INFERENCE_SERVICE_PLURAL,
+    KSERVE_API_VERSION,
     MODEL_READER_SERVICE_ACCOUNT,
 )
 from components.deploy_kubernetes import (
@@ -28,6 +31,7 @@ from components.deploy_kubernetes import (
 )
 from components.inference_service import (
     LINEAGE_MODEL_SHA256,
+    LINEAGE_ROLLOUT_ID,
     build_inference_service,
     lineage_annotations,
     with_standard_canary,
@@ -36,6 +40,10 @@ from components.model_artifact import ModelCard
 
 URI_A = "s3://mlpipeline/v2/artifacts/pipe/run-a/train/model"
 URI_B = "s3://mlpipeline/v2/artifacts/pipe/run-b/train/model"
+URI_C = "s3://mlpipeline/v2/artifacts/pipe/run-c/train/model"
+STABLE = f"{DEFAULT_MODEL_NAME}-predictor"
+CANARY = f"{DEFAULT_MODEL_NAME}-canary-predictor"
+ISVC_PATH = f"/apis/{KSERVE_API_VERSION}/namespaces/{DEFAULT_NAMESPACE}/{INFERENCE_SERVICE_PLURAL}/{DEFAULT_MODEL_NAME}"
 FAST = {"poll_interval_seconds": 0.01, "smoke_retry_interval_seconds": 0.01}
 
 
@@ -85,21 +93,29 @@ def test_first_deploy_creates_waits_for_ready_and_smoke_predicts(
     assert fake_api.methods()[:2] == ["GET", "POST"]
 
 
-def test_redeploy_patches_and_waits_for_the_new_generation_not_the_stale_ready(
+def rollout_ids(fake_api: FakeKubeApi, deployment: str = STABLE) -> list[str]:
+    """The rollout id on each pod of a predictor Deployment (the pods KServe would route to)."""
+    return [p["metadata"]["annotations"].get(LINEAGE_ROLLOUT_ID) for p in fake_api.pods(DEFAULT_NAMESPACE, deployment)]
+
+
+def test_a_redeploy_smoke_tests_only_once_every_pod_runs_the_new_spec(
     make_model_dir, fake_api: FakeKubeApi, api_client, predictor, instances
 ):
     _, card_a = make_model_dir()
     _, card_b = make_model_dir(family="random_forest", name="model-b")
     deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
     version_before = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)["metadata"]["resourceVersion"]
-    # The controller takes 4 reads to report generation 2; until then the old Ready=True (generation 1) stays.
+    # The new pod needs 4 reads to become ready; meanwhile the old pod keeps Ready=True and, in KServe, the
+    # InferenceService's observedGeneration (the Deployment's) soon reaches 2 as well.
     fake_api.controller = lambda obj: Outcome("ready", after_reads=4)
+    seen_at_smoke: list[list[str]] = []
+    predictor.on_call = lambda: seen_at_smoke.append(rollout_ids(fake_api))
 
     result = deploy(manifest_for(card_b, URI_B, run_id="run-b"), card_b, api_client, predictor, instances)
 
-    assert result.action == ACTION_PATCHED
-    assert result.generation == 2
-    assert result.observed_generation == 2
+    assert result.action == ACTION_PATCHED and result.generation == 2
+    assert result.deployment == STABLE and result.rollout_id
+    assert seen_at_smoke and all(ids == [result.rollout_id] for ids in seen_at_smoke)
     patches = [r for r in fake_api.requests if r[0] == "PATCH"]
     assert len(patches) == 1
     _, _, content_type, body = patches[0]
@@ -108,6 +124,29 @@ def test_redeploy_patches_and_waits_for_the_new_generation_not_the_stale_ready(
     stored = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
     assert stored["spec"]["predictor"]["model"]["storageUri"] == URI_B
     assert stored["metadata"]["annotations"][LINEAGE_MODEL_SHA256] == card_b.model_sha256
+
+
+def test_the_old_ready_signal_alone_would_have_passed_during_the_rollout(
+    make_model_dir, fake_api: FakeKubeApi, api_client, predictor, instances
+):
+    """Why the step follows the Deployment: while the new pod cannot start, KServe's status looks done."""
+    _, card_a = make_model_dir()
+    deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
+    fake_api.controller = lambda obj: Outcome("pending")
+    body = {"spec": {"predictor": {"model": {"storageUri": URI_B}}}}
+    fake_api.handle("PATCH", ISVC_PATH, "application/merge-patch+json", json.dumps(body).encode())
+    fake_api.handle("GET", ISVC_PATH, "", b"")
+    _, isvc = fake_api.handle("GET", ISVC_PATH, "", b"")
+
+    # What the old wait accepted (Ready=True at observedGeneration >= the written generation) ...
+    conditions = {c["type"]: c["status"] for c in isvc["status"]["conditions"]}
+    assert conditions["Ready"] == "True"
+    assert isvc["status"]["observedGeneration"] >= isvc["metadata"]["generation"] == 2
+    # ... while the Service still reaches only the old pod.
+    pods = fake_api.pods(DEFAULT_NAMESPACE, STABLE)
+    assert [p["status"]["conditions"][0]["status"] for p in pods] == ["True", "False"]
+    with pytest.raises(DeployTimeoutError, match="did not finish rollout"):
+        deploy(manifest_for(card_a, URI_B), card_a, api_client, predictor, instances, timeout_seconds=0.3)
 
 
 def test_redeploying_the_same_manifest_is_idempotent(make_model_dir, fake_api, api_client, predictor, instances):
@@ -124,7 +163,7 @@ def test_timeout_deletes_the_service_it_created(make_model_dir, fake_api, api_cl
     _, card = make_model_dir()
     fake_api.controller = lambda obj: Outcome("pending")
 
-    with pytest.raises(DeployTimeoutError, match="not Ready for generation 1") as caught:
+    with pytest.raises(DeployTimeoutError, match="did not finish rollout") as caught:
         deploy(manifest_for(card, URI_A), card, api_client, predictor, instances, timeout_seconds=0.3)
 
     assert caught.value.rolled_back
@@ -132,20 +171,24 @@ def test_timeout_deletes_the_service_it_created(make_model_dir, fake_api, api_cl
     assert fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME) is None
 
 
-def test_load_failure_fails_fast_with_the_controller_message_and_restores_the_previous_spec(
-    make_model_dir, fake_api, api_client, predictor, instances
+@pytest.mark.parametrize("pod_order", ["new-first", "old-first"])
+def test_a_redeploy_that_cannot_load_fails_fast_and_restores_the_previous_spec(
+    pod_order, make_model_dir, fake_api, api_client, predictor, instances
 ):
+    # old-first: KServe's modelStatus judges the old, healthy pod and says UpToDate; only the new pod tells.
+    fake_api.pod_order = pod_order
     _, card_a = make_model_dir()
     _, card_b = make_model_dir(family="random_forest", name="model-b")
     deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
     previous = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    old_pods = [p["metadata"]["name"] for p in fake_api.pods(DEFAULT_NAMESPACE, STABLE)]
 
     def controller(obj: dict) -> Outcome:
         broken = obj["spec"]["predictor"]["model"]["storageUri"] == URI_B
         return Outcome("fail", message="No such key: model.joblib") if broken else Outcome("ready")
 
     fake_api.controller = controller
-    # A timeout far longer than the test: only a fail-fast on lastFailureInfo ends it with ModelLoadFailedError.
+    # A timeout far longer than the test: only a fail-fast ends it with ModelLoadFailedError.
     with pytest.raises(ModelLoadFailedError, match=r"No such key: model\.joblib") as caught:
         deploy(manifest_for(card_b, URI_B), card_b, api_client, predictor, instances, timeout_seconds=600)
 
@@ -154,6 +197,71 @@ def test_load_failure_fails_fast_with_the_controller_message_and_restores_the_pr
     assert restored["spec"] == previous["spec"]
     assert restored["metadata"]["annotations"] == previous["metadata"]["annotations"]
     assert restored["metadata"]["generation"] == 3
+    fake_api.handle("GET", ISVC_PATH, "", b"")  # one reconcile: the failed pod goes, the old one never left
+    assert [p["metadata"]["name"] for p in fake_api.pods(DEFAULT_NAMESPACE, STABLE)] == old_pods
+
+
+def test_a_good_deploy_after_a_failed_one_succeeds_although_last_failure_info_stays(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card_a = make_model_dir()
+    _, card_b = make_model_dir(family="random_forest", name="model-b")
+    deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
+    fake_api.controller = lambda obj: Outcome("fail", message="No such key: model.joblib")
+    with pytest.raises(ModelLoadFailedError):
+        deploy(manifest_for(card_b, URI_B), card_b, api_client, predictor, instances)
+    stale = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)["status"]["modelStatus"]["lastFailureInfo"]
+    assert stale["message"] == "No such key: model.joblib"
+
+    fake_api.controller = ready_always
+    result = deploy(manifest_for(card_b, URI_C, run_id="run-c"), card_b, api_client, predictor, instances)
+
+    assert result.action == ACTION_PATCHED
+    status = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)["status"]
+    assert status["modelStatus"]["lastFailureInfo"] == stale  # KServe never clears it
+    assert status["modelStatus"]["transitionStatus"] == "UpToDate"
+    assert rollout_ids(fake_api) == [result.rollout_id]
+
+
+def test_a_failure_reported_after_the_write_counts_by_its_time(make_model_dir, fake_api, api_client):
+    from datetime import UTC, datetime, timedelta
+
+    from components.deploy_kubernetes import new_model_failure
+
+    write = datetime(2026, 12, 2, 4, 0, 0, tzinfo=UTC)
+    info = {"reason": "ModelLoadFailed", "message": "boom"}
+    baseline = {"modelStatus": {"transitionStatus": "UpToDate", "lastFailureInfo": info}}
+    stale = {"modelStatus": {"transitionStatus": "UpToDate", "lastFailureInfo": info}}
+    later = (write + timedelta(seconds=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    earlier = (write - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert new_model_failure(stale, baseline, write) is None
+    assert new_model_failure({"modelStatus": {"lastFailureInfo": {**info, "time": earlier}}}, baseline, write)
+    timed = {"modelStatus": {"lastFailureInfo": {**info, "time": later}}}
+    assert new_model_failure(timed, {"modelStatus": {"lastFailureInfo": {**info, "time": later}}}, write) == (
+        "ModelLoadFailed: boom"
+    )
+    invalid = {"modelStatus": {"transitionStatus": "InvalidSpec", "lastFailureInfo": info}}
+    assert new_model_failure(invalid, baseline, write) == "transitionStatus InvalidSpec (ModelLoadFailed: boom)"
+    assert new_model_failure(invalid, invalid, write) is None
+
+
+@pytest.mark.parametrize(
+    ("outcome", "complaint"),
+    [
+        (Outcome("crash", message="model digest mismatch"), r"kserve-container CrashLoopBackOff: model digest"),
+        (Outcome("rejected", message="violates PodSecurity"), r"FailedCreate: violates PodSecurity"),
+    ],
+)
+def test_new_pods_that_never_start_fail_fast(
+    outcome, complaint, make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+    fake_api.controller = lambda obj: outcome
+
+    with pytest.raises(ModelLoadFailedError, match=complaint) as caught:
+        deploy(manifest_for(card, URI_B), card, api_client, predictor, instances, timeout_seconds=600)
+    assert caught.value.rolled_back
 
 
 def test_smoke_failure_rolls_back(make_model_dir, fake_api, api_client, predictor, instances):
@@ -361,16 +469,50 @@ def test_a_canary_that_fails_to_load_fails_fast_and_rolls_back_to_the_stable_spe
     _, card_b = make_model_dir(family="random_forest", name="model-b")
     deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
     before = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
-    # The stable predictor stays Ready (KServe's Ready ignores canaries); only canaryStatuses reports the failure.
+    # The stable predictor stays Ready (KServe's Ready ignores canaries) and canaryStatuses has no modelStatus:
+    # only the canary's own pods tell.
     fake_api.controller = lambda obj: Outcome("ready", canary="fail", message="unpickling error")
 
-    with pytest.raises(ModelLoadFailedError, match="canary canary: ModelLoadFailed: unpickling error") as caught:
+    with pytest.raises(
+        ModelLoadFailedError,
+        match=r"canary canary: pod sklearn-iris-canary-predictor-.*storage-initializer exited "
+        r"1: unpickling error",
+    ) as caught:
         deploy(manifest_for(card_b, URI_B, canary_traffic_percent=10), card_b, api_client, predictor, instances)
 
     assert caught.value.rolled_back
     after = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
     assert after["spec"] == before["spec"]
     assert "canary" not in after["spec"]
+    assert "modelStatus" not in after["status"]["canaryStatuses"][0]  # as KServe writes them
+
+
+def test_a_canary_leaves_the_stable_pods_and_their_lineage_alone(
+    make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card_a = make_model_dir()
+    _, card_b = make_model_dir(family="random_forest", name="model-b")
+    deploy(manifest_for(card_a, URI_A), card_a, api_client, predictor, instances)
+    isvc_before = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    stable_before = fake_api.deployment(DEFAULT_NAMESPACE, STABLE)
+    pods_before = fake_api.pods(DEFAULT_NAMESPACE, STABLE)
+
+    result = deploy(
+        manifest_for(card_b, URI_B, run_id="run-b", canary_traffic_percent=20), card_b, api_client, predictor, instances
+    )
+
+    isvc = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)
+    assert isvc["metadata"]["annotations"] == isvc_before["metadata"]["annotations"]
+    stable = fake_api.deployment(DEFAULT_NAMESPACE, STABLE)
+    assert stable["metadata"]["generation"] == stable_before["metadata"]["generation"]
+    assert stable["spec"]["template"] == stable_before["spec"]["template"]
+    assert fake_api.pods(DEFAULT_NAMESPACE, STABLE) == pods_before
+    assert {p["metadata"]["annotations"][LINEAGE_MODEL_SHA256] for p in pods_before} == {card_a.model_sha256}
+    (canary_pod,) = fake_api.pods(DEFAULT_NAMESPACE, CANARY)
+    # The logger's metadataAnnotations read pod annotations: canary traffic is tagged with the canary's model.
+    assert canary_pod["metadata"]["annotations"][LINEAGE_MODEL_SHA256] == card_b.model_sha256
+    assert canary_pod["metadata"]["annotations"][LINEAGE_ROLLOUT_ID] == result.rollout_id
+    assert result.deployment == CANARY
 
 
 def test_a_canary_that_never_becomes_ready_times_out_although_ready_is_true(
@@ -438,9 +580,28 @@ def test_the_projects_role_is_what_the_fake_enforces_and_it_suffices(
 ):
     # Every test here runs as a caller holding only the Role in manifests/base/rbac.yaml: create, patch,
     # rollback by patch and rollback by delete all worked above. Pin the Role's verbs so widening it is a choice.
-    assert fake_api.allowed_verbs == {"get", "create", "patch", "delete"}
+    assert fake_api.rbac == {
+        "inferenceservices.serving.kserve.io": {"get", "create", "patch", "delete"},
+        "deployments.apps": {"get", "list", "watch"},
+        "pods": {"get", "list", "watch"},
+    }
     _, card = make_model_dir()
     predictor.broken = True
     with pytest.raises(SmokeTestFailedError):
         deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)  # create, then delete
     assert set(fake_api.methods()) == {"GET", "POST", "DELETE"}
+
+
+@pytest.mark.parametrize(("resource", "verb"), [("deployments.apps", "get"), ("pods", "list")])
+def test_without_read_access_to_the_rollout_the_step_says_which_rule_is_missing(
+    resource, verb, make_model_dir, fake_api, api_client, predictor, instances
+):
+    _, card = make_model_dir()
+    fake_api.rbac = {k: v for k, v in fake_api.rbac.items() if k != resource}
+
+    with pytest.raises(DeployForbiddenError, match=f"may not {verb} {resource} in namespace") as caught:
+        deploy(manifest_for(card, URI_A), card, api_client, predictor, instances)
+    assert f"kubectl auth can-i {verb} {resource} -n {DEFAULT_NAMESPACE}" in str(caught.value)
+    # It could not tell whether the new model serves: what it created is gone again.
+    assert caught.value.rolled_back
+    assert fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME) is None

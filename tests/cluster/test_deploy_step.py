@@ -5,20 +5,31 @@ create-or-patch against a fake API server over HTTP and a smoke predict against 
 import json
 
 import pytest
-from fake_kube_api import FakeKubeApi
+from fake_kube_api import FakeKubeApi, Outcome
 
-from components.constants import DEFAULT_MODEL_NAME, DEFAULT_NAMESPACE, MODEL_READER_SERVICE_ACCOUNT
+from components.constants import (
+    DEFAULT_MODEL_NAME,
+    DEFAULT_NAMESPACE,
+    MODEL_DIGEST_ENV,
+    MODEL_READER_SERVICE_ACCOUNT,
+    MODEL_VERSION_ENV,
+)
 from components.deploy import deploy_model
 from components.deploy_kubernetes import DeployForbiddenError
-from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_RUN_ID
+from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
+from components.model_artifact import ModelIntegrityError, directory_digest, version_id
 
-ARTIFACT_URI = "minio://mlpipeline/v2/artifacts/sklearn-kserve-training/run-1/train/model"
+RUN_ID = "3f1c2a9e-6b1d-4c1e-9a51-2f4e8c7d1b20"
+# KFP's layout: <pipeline root>/<pipeline name>/<run id>/<task>/<uuid>/<output> (backend/src/v2/driver/driver.go).
+ARTIFACT_URI = f"minio://mlpipeline/v2/artifacts/sklearn-kserve-training/{RUN_ID}/train/5d0e1f3a-8c2b/model"
 
 
 @pytest.fixture
 def kubeconfig(tmp_path, monkeypatch, fake_api: FakeKubeApi, predictor):
     """Point the kubernetes client at the fake API, and the fake's predictor address at a real endpoint."""
     fake_api.address_template = predictor.base_url
+    # The step polls every 5 s; pods that are ready on the first reconcile keep these tests short.
+    fake_api.controller = lambda obj: Outcome("ready", after_reads=1)
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -42,7 +53,8 @@ def deploy(model_dir, **overrides):
         model_name=DEFAULT_MODEL_NAME,
         namespace=DEFAULT_NAMESPACE,
         local_store=model_dir.parent / "unused-store",
-        run_id="run-1",
+        run_id=RUN_ID,
+        run_name="sklearn-kserve-training 2026-12-02 04:00",
         metrics={"accuracy": 0.97},
         timeout_seconds=30,
     )
@@ -58,7 +70,13 @@ def test_deploy_step_creates_the_inference_service_then_patches_it(kubeconfig, f
     assert predictor_spec["model"]["storageUri"] == ARTIFACT_URI.replace("minio://", "s3://")
     assert predictor_spec["serviceAccountName"] == MODEL_READER_SERVICE_ACCOUNT
     annotations = stored["metadata"]["annotations"]
-    assert annotations[LINEAGE_RUN_ID] == "run-1"
+    assert annotations[LINEAGE_RUN_ID] == RUN_ID
+    assert annotations[LINEAGE_RUN_NAME] == "sklearn-kserve-training 2026-12-02 04:00"
+    digest = directory_digest(model_dir)
+    env = {e["name"]: e["value"] for e in predictor_spec["model"]["env"]}
+    assert env == {MODEL_DIGEST_ENV: digest, MODEL_VERSION_ENV: version_id(digest)}
+    assert (predictor_spec["minReplicas"], predictor_spec["maxReplicas"]) == (1, 3)
+    assert "resources" not in predictor_spec["model"]  # the runtime's (the overlay's) apply
     assert annotations[LINEAGE_MODEL_SHA256] == first.manifest["metadata"]["annotations"][LINEAGE_MODEL_SHA256]
     assert predictor.calls >= 1, "the step smoke-tested the endpoint"
     assert "logger" not in predictor_spec
@@ -82,3 +100,32 @@ def test_deploy_step_names_the_missing_rbac(kubeconfig, fake_api, model_dir):
     fake_api.forbidden_verbs = {"create"}
     with pytest.raises(DeployForbiddenError, match="create"):
         deploy(model_dir)
+
+
+def test_deploy_step_passes_scaling_and_resources_to_the_inference_service(kubeconfig, fake_api, model_dir):
+    deploy(
+        model_dir,
+        min_replicas=2,
+        max_replicas=4,
+        scale_metric="memory",
+        scale_target=70,
+        cpu_request="200m",
+        memory_limit="1Gi",
+    )
+    predictor_spec = fake_api.stored(DEFAULT_NAMESPACE, DEFAULT_MODEL_NAME)["spec"]["predictor"]
+    assert {k: predictor_spec[k] for k in ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget")} == {
+        "minReplicas": 2,
+        "maxReplicas": 4,
+        "scaleMetric": "memory",
+        "scaleTarget": 70,
+    }
+    assert predictor_spec["model"]["resources"] == {"requests": {"cpu": "200m"}, "limits": {"memory": "1Gi"}}
+    pods = fake_api.pods(DEFAULT_NAMESPACE, f"{DEFAULT_MODEL_NAME}-predictor")
+    assert [p["status"]["conditions"][0]["status"] for p in pods] == ["True", "True"]  # minReplicas pods, all ready
+
+
+def test_deploy_step_refuses_a_model_that_differs_from_the_recorded_digest(kubeconfig, fake_api, model_dir):
+    recorded = "sha256:" + "0" * 64  # what train recorded; the directory in the bucket is something else now
+    with pytest.raises(ModelIntegrityError, match="digest"):
+        deploy(model_dir, expected_digest=recorded)
+    assert fake_api.requests == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,7 +24,7 @@ from kube_schemas import (
 )
 
 from components import constants
-from components.inference_service import build_inference_service
+from components.inference_service import build_inference_service, resource_requirements
 
 needs_kustomize = pytest.mark.skipif(not kustomize_available(), reason="kubectl/kustomize not on PATH")
 OVERLAYS = ["overlays/kind", "overlays/minikube"]
@@ -150,6 +151,7 @@ def test_serving_runtime_runs_the_project_image_hardened(rendered, overlay):
         "--model_name={{.Name}}",
         f"--model_dir={constants.MODEL_MOUNT_PATH}",
         f"--http_port={constants.DEFAULT_HTTP_PORT}",
+        "--grpc_port=8081",
     ]
     assert container["imagePullPolicy"] == "IfNotPresent"  # side-loaded, never pulled
     security = container["securityContext"]
@@ -171,18 +173,128 @@ def test_deployer_role_grants_exactly_the_verbs_the_deploy_step_uses(rendered):
     objects = rendered["base"]
     (role,) = by_kind(objects, "Role")
     assert role["metadata"]["name"] == constants.DEPLOYER_ROLE_NAME
+    # InferenceServices to write them; Deployments and pods read-only, to follow the rollout (deploy_kubernetes).
     assert role["rules"] == [
         {
             "apiGroups": [constants.KSERVE_GROUP],
             "resources": [constants.INFERENCE_SERVICE_PLURAL],
             "verbs": ["get", "create", "patch", "delete"],
-        }
+        },
+        {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
     ]
     (binding,) = by_kind(objects, "RoleBinding")
     assert binding["roleRef"]["name"] == constants.DEPLOYER_ROLE_NAME
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": constants.KFP_RUN_SERVICE_ACCOUNT, "namespace": constants.KFP_NAMESPACE}
     ]
+
+
+def admits(policy: dict, namespace: str, labels: dict[str, str], port: int) -> bool:
+    """NetworkPolicy ingress semantics for a peer pod in `namespace` (with namespace `labels`) calling `port`."""
+    namespace_labels = {"kubernetes.io/metadata.name": namespace, **labels}
+    for rule in policy["spec"].get("ingress") or []:
+        peers = rule.get("from")
+        peer_ok = not peers or any(
+            "namespaceSelector" in peer
+            and "podSelector" not in peer
+            and all(
+                namespace_labels.get(k) == v for k, v in (peer["namespaceSelector"].get("matchLabels") or {}).items()
+            )
+            for peer in peers
+        )
+        ports = rule.get("ports")
+        port_ok = not ports or any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports)
+        if peer_ok and port_ok:
+            return True
+    return False
+
+
+def predictor_policy(objects: list[dict]) -> dict:
+    (policy,) = [
+        p for p in by_kind(objects, "NetworkPolicy") if p["metadata"]["namespace"] == constants.DEFAULT_NAMESPACE
+    ]
+    return policy
+
+
+@needs_kustomize
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("logger", [False, True])
+def test_the_predictor_policy_admits_every_port_the_service_targets_with_and_without_the_logger(
+    rendered, overlay, logger
+):
+    from predictor_preview import service_ports
+
+    from components.monitoring.sink import logger_spec
+
+    (runtime,) = by_kind(rendered[overlay], "ServingRuntime")
+    isvc = build_inference_service(
+        name=constants.DEFAULT_MODEL_NAME,
+        namespace=constants.DEFAULT_NAMESPACE,
+        storage_uri="s3://mlpipeline/v2/artifacts/p/r/train/u/model",
+        logger=logger_spec("http://payload-logger.kserve-models.svc.cluster.local") if logger else None,
+    )
+    ports = service_ports(isvc, runtime)
+    http = constants.LOGGER_AGENT_PORT if logger else constants.DEFAULT_HTTP_PORT
+    assert [(p["port"], p["targetPort"]) for p in ports] == [(80, http), (8081, 8081)]
+    assert ports[1]["appProtocol"] == "kubernetes.io/h2c"  # gRPC next to HTTP, Standard mode only
+    # The deploy step's smoke predict runs in the KFP namespace.
+    for port in ports:
+        assert admits(predictor_policy(rendered[overlay]), constants.KFP_NAMESPACE, {}, port["targetPort"]), port
+
+
+@needs_kustomize
+def test_the_predictor_policy_admits_only_the_named_namespaces(rendered):
+    policy = predictor_policy(rendered["base"])
+    opted_in = {constants.MODEL_CLIENTS_NAMESPACE_LABEL: "true"}
+    for namespace, labels in [(constants.KFP_NAMESPACE, {}), ("istio-system", {}), ("my-app", opted_in)]:
+        assert admits(policy, namespace, labels, constants.DEFAULT_HTTP_PORT), namespace
+    for namespace in ["default", "kube-system", "my-app", constants.DEFAULT_NAMESPACE]:
+        assert not admits(policy, namespace, {}, constants.DEFAULT_HTTP_PORT), namespace
+    assert not admits(policy, constants.KFP_NAMESPACE, {}, 8082)  # no other port
+
+
+@needs_kustomize
+def test_the_builders_defaults_keep_the_overlays_resources(rendered):
+    """The InferenceService's container wins over the runtime's key by key: leave what the overlay sizes alone."""
+    from predictor_preview import predictor_deployments
+
+    (runtime,) = by_kind(rendered["overlays/kind"], "ServingRuntime")
+    default = build_inference_service(
+        name=constants.DEFAULT_MODEL_NAME, namespace=constants.DEFAULT_NAMESPACE, storage_uri="s3://b/k"
+    )
+    (deployment,) = predictor_deployments(default, runtime)
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "50m", "memory": "128Mi"}
+    assert resources["limits"] == runtime["spec"]["containers"][0]["resources"]["limits"]
+
+    sized = build_inference_service(
+        name=constants.DEFAULT_MODEL_NAME,
+        namespace=constants.DEFAULT_NAMESPACE,
+        storage_uri="s3://b/k",
+        resources=resource_requirements(cpu_request="250m"),
+    )
+    (deployment,) = predictor_deployments(sized, runtime)
+    resources = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "250m", "memory": "128Mi"}
+
+
+def test_the_reference_storage_uri_follows_kfps_artifact_layout():
+    """<pipeline root>/<pipeline name>/<run id>/<task>/<uuid>/<output> (kubeflow/pipelines backend/src/v2/driver/
+    driver.go provisionOutputs, metadata/client.go GetPipeline), with minio:// rewritten to s3://."""
+    from pipeline import PIPELINE_NAME
+
+    reference = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())
+    uri = reference["spec"]["predictor"]["model"]["storageUri"]
+    root = constants.KFP_PIPELINE_ROOT.replace("minio://", "s3://")
+    assert re.fullmatch(rf"{re.escape(root)}/{PIPELINE_NAME}/[A-Z_]+/train/[A-Z_]+/model", uri), uri
+
+
+def test_manifests_name_only_files_that_exist():
+    """Comments that point at a script or file must point at one that exists."""
+    for path in sorted(MANIFESTS.rglob("*.yaml")):
+        for name in re.findall(r"(?:bootstrap|base|overlays|monitoring)/[\w./-]+\.(?:sh|yaml|env)", path.read_text()):
+            assert (MANIFESTS / name).exists(), f"{path.relative_to(REPO)} names {name}, which does not exist"
 
 
 @needs_kustomize

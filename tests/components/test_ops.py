@@ -16,6 +16,7 @@ from components.constants import (
     MODEL_FILENAME,
 )
 from components.data import DataValidationError
+from components.inference_service import LINEAGE_RUN_NAME
 from components.local_store import current
 from components.ops import build_components
 
@@ -130,12 +131,15 @@ def test_deploy_local_publishes_and_writes_the_manifest_it_would_apply(tmp_path,
         timeout_seconds=5,
         run_id="run-42",
         payload_logger_url="",
+        run_name="nightly-retrain",
     )
     live = current(tmp_path / "store", "iris-test")
     assert endpoint.endswith("/v1/models/iris-test:predict")
     assert status == f"published {live.model_dir}"
     assert live.run_id == "run-42" and live.metrics == {METRIC_ACCURACY: 0.95}
+    assert live.run_name == "nightly-retrain", "the component hands the run's display name on as lineage"
     isvc = yaml.safe_load((tmp_path / "isvc.yaml").read_text())
+    assert isvc["metadata"]["annotations"][LINEAGE_RUN_NAME] == "nightly-retrain"
     assert isvc["apiVersion"] == KSERVE_API_VERSION
     assert isvc["spec"]["predictor"]["model"]["storageUri"].endswith(f"/iris-test/{live.version}")
     assert live.model_sha256 in isvc["metadata"]["annotations"].values()

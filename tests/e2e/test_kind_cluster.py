@@ -30,9 +30,11 @@ from components.constants import (
     KFP_RUN_SERVICE_ACCOUNT,
     KSERVE_GROUP,
     KSERVE_VERSION,
+    MODEL_DIGEST_ENV,
     MODEL_READER_SERVICE_ACCOUNT,
     SERVING_RUNTIME_NAME,
 )
+from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_ROLLOUT_ID, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
 
 pytestmark = [
     pytest.mark.e2e,
@@ -77,6 +79,11 @@ def test_platform_and_project_manifests_are_installed(custom_api):
         ("create", f"{INFERENCE_SERVICE_PLURAL}.{KSERVE_GROUP}", "yes"),
         ("patch", f"{INFERENCE_SERVICE_PLURAL}.{KSERVE_GROUP}", "yes"),
         ("delete", f"{INFERENCE_SERVICE_PLURAL}.{KSERVE_GROUP}", "yes"),
+        ("get", "deployments.apps", "yes"),
+        ("list", "pods", "yes"),
+        ("patch", "deployments.apps", "no"),
+        ("delete", "pods", "no"),
+        ("get", "pods/log", "no"),
         ("list", "secrets", "no"),
         ("create", "pods/exec", "no"),
     ],
@@ -129,7 +136,12 @@ def test_the_run_deployed_a_ready_service_that_answers_v1_predict(custom_api, de
     )
     ready = [c for c in isvc["status"]["conditions"] if c["type"] == "Ready"]
     assert ready and ready[0]["status"] == "True"
-    assert deployed_run in json.dumps(isvc["metadata"]["annotations"])
+    # The run's UUID (dsl.PIPELINE_JOB_ID_PLACEHOLDER), and its display name beside it.
+    annotations = isvc["metadata"]["annotations"]
+    assert annotations[LINEAGE_RUN_ID] == deployed_run
+    assert annotations.get(LINEAGE_RUN_NAME)
+    env = {e["name"]: e["value"] for e in isvc["spec"]["predictor"]["model"]["env"]}
+    assert env[MODEL_DIGEST_ENV].startswith("sha256:")
 
     port = free_port()
     forward = subprocess.Popen(
@@ -158,13 +170,27 @@ def test_the_run_deployed_a_ready_service_that_answers_v1_predict(custom_api, de
         forward.wait(timeout=10)
 
 
+def live_isvc(custom_api) -> dict:
+    return custom_api.get_namespaced_custom_object(
+        KSERVE_GROUP, KSERVE_VERSION, DEFAULT_NAMESPACE, INFERENCE_SERVICE_PLURAL, DEFAULT_MODEL_NAME
+    )
+
+
+def serving_rollout_ids() -> set[str]:
+    """The rollout id on each pod of the stable predictor (the pods its Service routes to)."""
+    result = kubectl(
+        "get", "pods", "-n", DEFAULT_NAMESPACE, "-l", f"app=isvc.{DEFAULT_MODEL_NAME}-predictor", "-o", "json"
+    )
+    pods = json.loads(result.stdout)["items"]
+    return {p["metadata"]["annotations"].get(LINEAGE_ROLLOUT_ID) for p in pods}
+
+
 def test_a_redeploy_that_cannot_load_rolls_back_to_the_serving_spec(custom_api, deployed_run, make_model_dir):
     from components.deploy_kubernetes import DeployError, deploy_inference_service
     from components.inference_service import build_inference_service
 
-    before = custom_api.get_namespaced_custom_object(
-        KSERVE_GROUP, KSERVE_VERSION, DEFAULT_NAMESPACE, INFERENCE_SERVICE_PLURAL, DEFAULT_MODEL_NAME
-    )
+    before = live_isvc(custom_api)
+    serving_before = serving_rollout_ids()
     _, card = make_model_dir()
     broken = build_inference_service(
         name=DEFAULT_MODEL_NAME,
@@ -172,6 +198,8 @@ def test_a_redeploy_that_cannot_load_rolls_back_to_the_serving_spec(custom_api, 
         storage_uri="s3://mlpipeline/v2/artifacts/does-not-exist/model",
         service_account=MODEL_READER_SERVICE_ACCOUNT,
     )
+    # KServe keeps Ready=True (the old pod serves) while the new pod's storage-initializer fails: the step must
+    # see that failure on the new pod, not wait for a Ready that never turns False, and not accept the old Ready.
     with pytest.raises(DeployError) as caught:
         deploy_inference_service(
             broken,
@@ -182,7 +210,49 @@ def test_a_redeploy_that_cannot_load_rolls_back_to_the_serving_spec(custom_api, 
             poll_interval_seconds=5,
         )
     assert caught.value.rolled_back
-    after = custom_api.get_namespaced_custom_object(
-        KSERVE_GROUP, KSERVE_VERSION, DEFAULT_NAMESPACE, INFERENCE_SERVICE_PLURAL, DEFAULT_MODEL_NAME
-    )
+    after = live_isvc(custom_api)
     assert after["spec"]["predictor"]["model"]["storageUri"] == before["spec"]["predictor"]["model"]["storageUri"]
+    deadline = time.monotonic() + 300
+    while serving_rollout_ids() != serving_before and time.monotonic() < deadline:
+        time.sleep(5)  # KServe removes the failed pod once the Deployment points back at the old ReplicaSet
+    assert serving_rollout_ids() == serving_before
+
+
+def test_a_good_deploy_after_the_failed_one_succeeds_despite_the_stale_failure_info(
+    custom_api, deployed_run, make_model_dir
+):
+    import dataclasses
+
+    from components.constants import MODEL_FILENAME
+    from components.deploy_kubernetes import deploy_inference_service
+
+    live = live_isvc(custom_api)
+    stale = (live.get("status") or {}).get("modelStatus", {}).get("lastFailureInfo")
+    manifest = {
+        "apiVersion": live["apiVersion"],
+        "kind": live["kind"],
+        "metadata": {
+            "name": DEFAULT_MODEL_NAME,
+            "namespace": DEFAULT_NAMESPACE,
+            "labels": live["metadata"].get("labels", {}),
+            # A new lineage value: a new pod template, so a real rollout.
+            "annotations": {**live["metadata"]["annotations"], LINEAGE_RUN_NAME: "e2e: after a failed deploy"},
+        },
+        "spec": live["spec"],
+    }
+    _, card = make_model_dir()
+    # The live spec is re-applied; its lineage names the served model, so the card must too.
+    card = dataclasses.replace(
+        card, files={**card.files, MODEL_FILENAME: live["metadata"]["annotations"][LINEAGE_MODEL_SHA256]}
+    )
+    result = deploy_inference_service(
+        manifest,
+        card=card,
+        timeout_seconds=TIMEOUT,
+        runtime_sklearn_version=card.sklearn_version,
+        smoke_instances=None,
+        poll_interval_seconds=5,
+    )
+    assert result.ready and serving_rollout_ids() == {result.rollout_id}
+    if stale is not None:  # KServe never clears it; it must not have blocked this deploy
+        assert live_isvc(custom_api)["status"]["modelStatus"]["lastFailureInfo"] == stale

@@ -5,26 +5,47 @@ from __future__ import annotations
 from html.parser import HTMLParser
 
 import pandas as pd
+import pytest
 
-from components.constants import DRIFT_STATUS_DRIFT, DRIFT_STATUS_NOT_ENOUGH_DATA
+from components.constants import DRIFT_STATUS_DRIFT, DRIFT_STATUS_NOT_ENOUGH_DATA, DRIFT_STATUS_OK
 from components.monitoring.drift import detect_drift
 from components.monitoring.reference import build_reference_profile
-from components.monitoring.report import render_drift_report_html
+from components.monitoring.report import NOT_EVALUATED, feature_svg, render_drift_report_html
 
 
 class TagCounter(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tags: dict[str, int] = {}
+        self.cells: list[list[str]] = []
+        self.ticks: list[str] = []
+        self._in: str | None = None
 
     def handle_starttag(self, tag: str, attrs) -> None:
         self.tags[tag] = self.tags.get(tag, 0) + 1
+        if tag == "tr":
+            self.cells.append([])
+        if tag == "td" or (tag == "text" and ("class", "tick") in attrs):
+            self._in = tag
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in = None
+
+    def handle_data(self, data: str) -> None:
+        if self._in == "td":
+            self.cells[-1].append(data)
+        elif self._in == "text":
+            self.ticks.append(data)
 
 
 def parse(page: str) -> dict[str, int]:
+    return parse_all(page).tags
+
+
+def parse_all(page: str) -> TagCounter:
     counter = TagCounter()
     counter.feed(page)
-    return counter.tags
+    return counter
 
 
 def test_report_has_a_chart_per_feature_and_the_decision(iris_frame: pd.DataFrame) -> None:
@@ -35,6 +56,7 @@ def test_report_has_a_chart_per_feature_and_the_decision(iris_frame: pd.DataFram
     tags = parse(page)
     assert report.status == DRIFT_STATUS_DRIFT
     assert tags["svg"] == 4 and tags["figure"] == 4 and tags["tr"] == 5
+    assert "std ratio" in page and "DRIFT (distribution)" in page
     assert DRIFT_STATUS_DRIFT in page and "petal length (cm)" in page
     assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
 
@@ -46,3 +68,36 @@ def test_feature_names_are_escaped_and_empty_windows_render() -> None:
     page = render_drift_report_html(detect_drift(profile, empty), profile, empty)
     assert "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page and "y&amp;z" in page
     assert DRIFT_STATUS_NOT_ENOUGH_DATA in page and parse(page)["svg"] == 2
+
+
+def test_not_enough_data_marks_every_feature_not_evaluated_never_ok(iris_frame: pd.DataFrame) -> None:
+    # given: a tiny window moved far away (a huge PSI), too small to decide on
+    profile = build_reference_profile(iris_frame)
+    window = iris_frame.head(50).assign(**{"petal width (cm)": iris_frame["petal width (cm)"].head(50) + 3.0})
+    report = detect_drift(profile, window)
+    page = parse_all(render_drift_report_html(report, profile, window))
+    assert report.status == DRIFT_STATUS_NOT_ENOUGH_DATA and report.max_psi > 1
+    statuses = [row[1] for row in page.cells if row]
+    assert statuses == [NOT_EVALUATED] * 4
+    assert DRIFT_STATUS_OK not in statuses
+
+
+def test_bar_charts_have_a_labelled_share_axis_that_covers_the_tallest_bar() -> None:
+    reference, window = [0.1, 0.3, 0.6], [0.05, 0.25, 0.7]
+    chart = parse_all(feature_svg("x", reference, window, [1.0, 2.0]))
+    ticks = [float(t.rstrip("%")) / 100 for t in chart.ticks]
+    assert ticks[0] == 0 and ticks == sorted(ticks) and 3 <= len(ticks) <= 5
+    assert max(window) <= ticks[-1] < max(window) + 0.25
+    assert "share of rows" in feature_svg("x", reference, window, [1.0, 2.0])
+
+
+def test_the_table_has_a_std_ratio_column_with_each_features_ratio(iris_frame: pd.DataFrame) -> None:
+    profile = build_reference_profile(iris_frame)
+    column = "sepal width (cm)"
+    mean = iris_frame[column].mean()
+    window = iris_frame.assign(**{column: mean + (iris_frame[column] - mean) * 2.0})
+    report = detect_drift(profile, window, min_records=100)
+    page = render_drift_report_html(report, profile, window)
+    rows = {row[0]: row for row in parse_all(page).cells if row}
+    assert rows[column][1] == "DRIFT (spread)" and float(rows[column][5]) == pytest.approx(2.0, rel=1e-3)
+    assert float(rows["sepal length (cm)"][5]) == pytest.approx(1.0)

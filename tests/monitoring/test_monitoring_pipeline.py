@@ -18,11 +18,13 @@ from components.constants import (
     DEFAULT_IMAGE,
     DEFAULT_MIN_RECORDS,
     DEFAULT_MODEL_NAME,
+    DEFAULT_STD_RATIO_THRESHOLD,
     DRIFT_STATUS_DRIFT,
     DRIFT_STATUS_NOT_ENOUGH_DATA,
     DRIFT_STATUS_OK,
     KFP_ARTIFACT_SECRET_KEYS,
     KFP_ARTIFACT_SECRET_NAME,
+    METRIC_DRIFT_STD_RATIO_PREFIX,
     ON_DRIFT_FAIL,
     RETRAIN_REQUEST_FILENAME,
 )
@@ -125,6 +127,19 @@ def test_compiled_pipeline_has_the_check_and_both_branches(tmp_path: Path) -> No
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {DEFAULT_IMAGE}
     assert tasks["check-drift"]["cachingOptions"] == {}  # caching off: new logs, same parameters
+    # the check gets the retrain settings too, so a wrong one fails before any log is read
+    check_inputs = tasks["check-drift"]["inputs"]["parameters"]
+    for name in ("retrain_request_dir", "kfp_endpoint", "training_pipeline_id", "training_arguments"):
+        assert check_inputs[name] == {"componentInputParameter": name}
+    declared = spec["root"]["inputDefinitions"]["parameters"]
+    import inspect
+
+    from components.monitoring.ops import check_drift
+
+    default = inspect.signature(check_drift).parameters["std_ratio_threshold"].default
+    assert default == DEFAULT_STD_RATIO_THRESHOLD  # a literal there: KFP executes the function's source alone
+    threshold = declared["std_ratio_threshold"]
+    assert (threshold["defaultValue"], threshold["parameterType"]) == (DEFAULT_STD_RATIO_THRESHOLD, "NUMBER_DOUBLE")
     # on a cluster the check reads the object store with KFP's own Secret
     (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-check-drift"]["secretAsEnv"]
     assert secret["secretName"] == KFP_ARTIFACT_SECRET_NAME and secret["optional"] is True
@@ -181,4 +196,35 @@ def test_kserve_blob_logs_are_checked_the_same_way(
     run(tmp_path / "kserve-logs", iris_model_dir, tmp_path / "requests", log_format=LOG_FORMAT_KSERVE_JSON)
     report = only_report(local_kfp)
     assert report["status"] == DRIFT_STATUS_DRIFT and report["records"] == 300
-    assert read_retrain_request(tmp_path / "requests").drifted_features == [column]
+    request = read_retrain_request(tmp_path / "requests")
+    assert request is not None and request.drifted_features == [column]
+
+
+@pytest.mark.slow
+def test_a_wrong_retrain_configuration_fails_the_first_run_even_on_a_quiet_window(
+    local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
+) -> None:
+    write_log(tmp_path / "logs", resample(iris_frame, 400, seed=7), model_name=DEFAULT_MODEL_NAME)
+    # on_drift=retrain with neither a request directory nor an endpoint: nothing could act on a drift
+    with pytest.raises(RuntimeError, match="check-drift"):
+        monitoring_pipeline(log_dir=str(tmp_path / "logs"), model_dir=str(iris_model_dir), on_drift="retrain")
+    assert not list(local_kfp.glob("*/check-drift/drift_report/drift_report.json"))  # failed before the check
+
+
+@pytest.mark.slow
+def test_a_change_of_spread_alone_is_reported_with_its_std_ratio(
+    local_kfp: Path, tmp_path: Path, iris_frame: pd.DataFrame, iris_model_dir: Path
+) -> None:
+    column = "sepal width (cm)"
+    window = resample(iris_frame, 400, seed=8)
+    mean = iris_frame[column].mean()
+    window[column] = mean + (window[column] - mean) * 2.0
+    write_log(tmp_path / "logs", window, model_name=DEFAULT_MODEL_NAME)
+    run(tmp_path / "logs", iris_model_dir, tmp_path / "requests", on_drift="report")
+    report = only_report(local_kfp)
+    (feature,) = [f for f in report["features"] if f["name"] == column]
+    assert report["status"] == DRIFT_STATUS_DRIFT and "spread" in feature["reasons"]
+    assert feature["std_ratio"] == pytest.approx(2.0, rel=0.15)
+    (metrics,) = local_kfp.glob("*/check-drift/metrics")
+    logged = json.loads(metrics.read_text()) if metrics.is_file() else {}
+    assert logged == {} or logged[f"{METRIC_DRIFT_STD_RATIO_PREFIX}{column}"] == pytest.approx(feature["std_ratio"])

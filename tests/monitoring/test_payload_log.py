@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -20,6 +25,8 @@ from components.constants import (
     PAYLOAD_SOURCE_LOCAL,
 )
 from components.monitoring.payload_log import (
+    DEFAULT_FLUSH_INTERVAL_S,
+    METADATA_COLUMNS,
     PayloadLogError,
     PayloadLogWriter,
     list_payload_files,
@@ -157,3 +164,58 @@ def test_object_store_locations_resolve_to_an_s3_filesystem() -> None:
     fs, path = open_filesystem("minio://mlpipeline/payload-logs", s3_endpoint="http://seaweedfs.kubeflow:9000")
     assert isinstance(fs, pafs.S3FileSystem) and path == "mlpipeline/payload-logs"
     assert open_filesystem("/var/logs/payload") == (None, "/var/logs/payload")
+
+
+def test_a_broken_destination_is_logged_once_not_per_flush(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the log directory should be")
+    writer = make_writer(blocker, batch_size=1)  # every record() is its own flush, hence its own failure
+    with caplog.at_level(logging.WARNING, logger="components.monitoring.payload_log"):
+        for _ in range(20):
+            writer.record(np.ones((1, 4)), [0])
+        writer.close()
+    assert writer.stats().failed == 20
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "\n" not in errors[0].getMessage() and errors[0].exc_info is None
+    assert "not logged again" in errors[0].getMessage()
+
+
+def test_feature_names_that_clash_with_log_columns_are_refused_at_the_data_step() -> None:
+    from components.data import DataValidationError, validate_dataset
+
+    assert set(METADATA_COLUMNS) == {"timestamp", "source", "prediction", "request_id", "model_name", "model_sha256"}
+    for column in METADATA_COLUMNS:
+        frame = pd.DataFrame({"a": [1.0, 2.0, 3.0, 4.0], column: [1.0, 2.0, 3.0, 4.0], "target": [0, 1, 0, 1]})
+        with pytest.raises(DataValidationError, match=f"feature column '{column}' has the name of a payload-log"):
+            validate_dataset(frame, label_column="target", test_fraction=0.5)
+
+
+_RECORD_THEN_HANG = """
+import sys, threading
+import numpy as np
+from components.monitoring.payload_log import PayloadLogWriter
+writer = PayloadLogWriter(sys.argv[1], model_name="iris", model_sha256="ab" * 32, feature_names=list("abcd"))
+writer.record(np.full((3, 4), 7.0), [1, 2, 3])
+print("recorded", flush=True)
+threading.Event().wait(120)  # never closes: only the timed flush can save the rows
+"""
+
+
+def test_rows_reach_the_disk_without_close_so_kill_9_loses_at_most_the_flush_interval(tmp_path: Path) -> None:
+    assert DEFAULT_FLUSH_INTERVAL_S <= 1.0  # the documented loss window
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _RECORD_THEN_HANG, str(tmp_path)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "recorded"
+        for _ in range(300):  # bounded wait (30 s) for the timed flush; typically one interval
+            if list_payload_files(tmp_path, model_name="iris"):
+                break
+            threading.Event().wait(0.1)
+    finally:
+        child.kill()  # SIGKILL: no close(), no atexit
+        child.wait(timeout=30)
+    assert child.returncode == -9
+    frame = read_payload_window(tmp_path, model_name="iris", start=None, end=None)
+    assert frame[PAYLOAD_COLUMN_PREDICTION].tolist() == ["1", "2", "3"] and (frame["a"] == 7.0).all()

@@ -9,9 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.constants import REFERENCE_PROFILE_FILENAME
+from components.constants import REFERENCE_PROFILE_FILENAME, REFERENCE_PROFILE_SCHEMA_VERSION
 from components.monitoring.reference import (
+    MIN_ROWS_PER_BIN,
     ReferenceProfileError,
+    bin_proportions,
     build_reference_profile,
     load_reference_profile,
     load_reference_profile_from_uri,
@@ -63,3 +65,42 @@ def test_unprofilable_data_is_refused(iris_frame: pd.DataFrame, tmp_path: Path) 
     (tmp_path / REFERENCE_PROFILE_FILENAME).write_text('{"schema_version": 99}')
     with pytest.raises(ReferenceProfileError, match="schema_version"):
         load_reference_profile(tmp_path)
+
+
+def test_no_training_value_sits_on_a_bin_edge_so_tie_groups_stay_in_one_bin(iris_frame: pd.DataFrame) -> None:
+    profile = build_reference_profile(iris_frame)
+    for name in iris_frame.columns:
+        values = iris_frame[name].to_numpy()
+        edges = profile["features"][name]["bin_edges"]
+        assert not set(edges) & set(values.tolist())
+        distinct = np.unique(values)
+        for edge in edges:  # halfway between two neighbouring distinct values
+            below, above = distinct[distinct < edge].max(), distinct[distinct > edge].min()
+            assert edge == pytest.approx((below + above) / 2)
+        # a value nudged by less than half the 0.1 cm grid lands in the same bin as the value itself
+        assert bin_proportions(values + 0.04, edges) == bin_proportions(values, edges)
+        assert bin_proportions(values - 0.04, edges) == bin_proportions(values, edges)
+
+
+def test_small_data_gets_fewer_bins() -> None:
+    rng = np.random.default_rng(0)
+    small = build_reference_profile(pd.DataFrame({"x": rng.normal(size=120)}))
+    large = build_reference_profile(pd.DataFrame({"x": rng.normal(size=1000)}))
+    assert len(small["features"]["x"]["bin_proportions"]) == 120 // MIN_ROWS_PER_BIN
+    assert len(large["features"]["x"]["bin_proportions"]) == 10
+
+
+def test_a_version_1_profile_is_read_with_tie_safe_bins(tmp_path: Path, iris_frame: pd.DataFrame) -> None:
+    # given: a profile as the first version wrote it: decile edges on tied Iris values
+    current = build_reference_profile(iris_frame)
+    old = json.loads(json.dumps(current))
+    old["schema_version"] = 1
+    entry = old["features"]["petal width (cm)"]
+    entry["bin_edges"] = [0.2, 1.0, 1.3, 1.8]
+    entry["bin_proportions"] = [0.2, 0.2, 0.2, 0.2, 0.2]
+    (tmp_path / REFERENCE_PROFILE_FILENAME).write_text(json.dumps(old))
+    # when it is loaded, then: the bins are rebuilt from the stored sample, as a new profile would have them
+    loaded = load_reference_profile(tmp_path)
+    assert loaded["schema_version"] == REFERENCE_PROFILE_SCHEMA_VERSION
+    assert loaded["features"]["petal width (cm)"]["bin_edges"] == current["features"]["petal width (cm)"]["bin_edges"]
+    assert loaded["features"] == current["features"]

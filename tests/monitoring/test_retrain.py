@@ -1,11 +1,15 @@
-"""The drift policy and the retraining request: act only on drift, exactly as the parameter says."""
+"""The drift policy, the retrain configuration and the retraining itself: act only on drift, as configured.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: KFP reads the probe component's annotations as real types.
+"""
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
+from fake_kfp_api import FakeKfpApi
+from monitoring_helpers import pipeline_cli
 
 from components.constants import (
     DRIFT_STATUS_DRIFT,
@@ -16,10 +20,15 @@ from components.constants import (
 )
 from components.monitoring.retrain import (
     ACTION_NONE,
+    RetrainConfigError,
     RetrainTriggerError,
+    check_retrain_config,
     decide_on_drift,
+    describe_command,
+    local_training_command,
     new_retrain_request,
     read_retrain_request,
+    training_arguments_from_card,
     trigger_retraining,
     write_retrain_request,
 )
@@ -67,6 +76,125 @@ def test_unreachable_backend_gives_a_clear_error(tmp_path: Path) -> None:
     package = tmp_path / "pipeline.yaml"
     package.write_text("pipelineInfo: {name: training}\n")
     # port 9 (discard) on loopback: nothing listens, the connection is refused at once
-    with pytest.raises(RetrainTriggerError, match=r"could not start a training run on http://127\.0\.0\.1:9"):
+    with pytest.raises(
+        RetrainTriggerError, match=r"could not start a training run on http://127\.0\.0\.1:9.*port-forward"
+    ):
         trigger_retraining(endpoint="http://127.0.0.1:9", arguments={"dataset": "iris"},
                            pipeline_package_path=str(package))  # fmt: skip
+
+
+@pytest.fixture
+def kfp_api(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.config/kfp/context.json from the developer
+    api = FakeKfpApi()
+    api.start()
+    yield api
+    api.stop()
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ({}, "needs kfp_endpoint .* or retrain_request_dir"),
+        ({"kfp_endpoint": "ml-pipeline:8888", "pipeline_id": "p"}, "http"),
+        ({"kfp_endpoint": "http://ml-pipeline:8888"}, "training_pipeline_id .* or training_pipeline_package"),
+        ({"kfp_endpoint": "http://ml-pipeline:8888", "pipeline_package": "/nope.yaml"}, "not found"),
+        ({"request_dir": "/tmp/x", "training_arguments": "[1]"}, "JSON object"),
+        ({"request_dir": "/tmp/x", "training_arguments": "{"}, "not valid JSON"),
+    ],
+)
+def test_a_retrain_configuration_that_cannot_work_is_refused(settings: dict, complaint: str) -> None:
+    with pytest.raises(RetrainConfigError, match=complaint):
+        check_retrain_config("retrain", **settings)
+
+
+def test_a_usable_retrain_configuration_returns_the_training_arguments(tmp_path: Path) -> None:
+    package = tmp_path / "pipeline.yaml"
+    package.write_text("{}")
+    arguments = check_retrain_config(
+        "retrain", kfp_endpoint="http://ml-pipeline:8888", pipeline_package=str(package),
+        training_arguments='{"dataset": "s3://data/new.csv", "seed": 7}',
+    )  # fmt: skip
+    assert arguments == {"dataset": "s3://data/new.csv", "seed": 7}
+    assert check_retrain_config("report") == {}  # nothing to check when retraining is off
+    with pytest.raises(ValueError, match="on_drift"):
+        check_retrain_config("retrian", request_dir="/tmp/x")
+
+
+def test_training_arguments_come_from_the_live_models_card(make_model_dir) -> None:
+    directory, card = make_model_dir(family="random_forest")
+    arguments = training_arguments_from_card(directory, model_name="sklearn-iris", dataset="new-data.csv")
+    assert arguments == {
+        "model_family": "random_forest",
+        "hyperparameters": card.hyperparameters,
+        "label_column": card.label_column,
+        "model_name": "sklearn-iris",
+        "dataset": "new-data.csv",
+    }
+    with pytest.raises(RetrainConfigError, match="--retrain-dataset"):
+        training_arguments_from_card(directory, model_name="sklearn-iris")
+    with pytest.raises(RetrainConfigError, match="cannot read"):
+        training_arguments_from_card(directory.parent / "missing", model_name="sklearn-iris", dataset="iris")
+
+
+def test_pipeline_parameters_a_card_records_are_used_too(make_model_dir) -> None:
+    directory, _ = make_model_dir()
+    card = json.loads((directory / "model.json").read_text())
+    card["training_parameters"] = {"dataset": "wine", "seed": 3, "test_fraction": 0.3, "model_family": "old"}
+    (directory / "model.json").write_text(json.dumps(card))
+    arguments = training_arguments_from_card(directory, model_name="m")
+    assert arguments["dataset"] == "wine" and arguments["seed"] == 3 and arguments["test_fraction"] == 0.3
+    assert arguments["model_family"] == "logistic_regression"  # the card's own field wins
+
+
+def test_the_local_training_command_is_one_pipeline_py_run_accepts() -> None:
+    arguments = {"dataset": "data/new.csv", "model_family": "random_forest", "label_column": "species",
+                 "hyperparameters": {"n_estimators": 50}, "model_name": "flowers", "seed": 3, "test_fraction": 0.25,
+                 "min_accuracy": 0.8, "namespace": "not-a-run-flag"}  # fmt: skip
+    command = local_training_command(arguments, pipeline_script=Path("pipeline.py"), root=Path("out"))
+    assert command[:3] == ["python", "pipeline.py", "run"] and "namespace" not in describe_command(command)
+    parsed = pipeline_cli()._parse_args(shlex.split(describe_command(command))[2:])  # what the user would type
+    assert parsed.command == "run" and parsed.root == Path("out")
+    assert (parsed.dataset, parsed.model_family, parsed.label_column, parsed.model_name) == (
+        "data/new.csv", "random_forest", "species", "flowers"
+    )  # fmt: skip
+    assert parsed.hyperparameters == {"n_estimators": 50} and parsed.seed == 3
+    assert parsed.test_fraction == 0.25 and parsed.min_accuracy == 0.8
+
+
+def test_trigger_submits_the_package_through_the_submitter(kfp_api, tmp_path: Path) -> None:
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image="python:3.11-slim")
+    def echo(dataset: str) -> str:
+        return dataset
+
+    @dsl.pipeline(name="training-probe")
+    def probe(dataset: str = "iris", hyperparameters: dict = {}):  # noqa: B006  # KFP reads the literal default
+        echo(dataset=dataset)
+
+    package = tmp_path / "pipeline.yaml"
+    compiler.Compiler().compile(probe, str(package))
+    run_id = trigger_retraining(
+        endpoint=kfp_api.base_url, arguments={"dataset": "new.csv", "hyperparameters": {"C": 0.5}},
+        pipeline_package_path=str(package), run_name="retrain-iris",
+    )  # fmt: skip
+    (run,) = kfp_api.runs()
+    assert run_id == "run-1" and run["display_name"] == "retrain-iris"
+    assert run["runtime_config"]["parameters"] == {"dataset": "new.csv", "hyperparameters": {"C": 0.5}}
+    assert run["pipeline_spec"]["pipelineInfo"]["name"] == "training-probe"
+    assert run["experiment_id"] == kfp_api.experiments["retraining"]
+
+
+def test_trigger_runs_the_newest_version_of_an_uploaded_pipeline(kfp_api) -> None:
+    run_id = trigger_retraining(endpoint=kfp_api.base_url, arguments={"dataset": "new.csv"}, pipeline_id="train-p")
+    (run,) = kfp_api.runs()
+    assert run_id == "run-1" and "pipeline_spec" not in run
+    assert run["pipeline_version_reference"] == {"pipeline_id": "train-p", "pipeline_version_id": "train-p-v2"}
+    assert run["runtime_config"]["parameters"] == {"dataset": "new.csv"}
+
+
+def test_a_refused_training_run_is_a_clear_error(kfp_api) -> None:
+    kfp_api.refuse_runs_with = 403
+    with pytest.raises(RetrainTriggerError, match="refused the run: HTTP 403"):
+        trigger_retraining(endpoint=kfp_api.base_url, arguments={}, pipeline_id="train-p")

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -119,7 +120,7 @@ class Served:
     server: ServerProcess
     model_dir: Path
     card: ModelCard
-    estimator: object
+    estimator: Any
     name: str = "iris"
 
     @property

@@ -39,6 +39,25 @@ def _drop_card(directory: Path) -> None:
     (directory / MODEL_CARD_FILENAME).unlink()
 
 
+def _edit_card(directory: Path, **changes: object) -> None:
+    card = json.loads((directory / MODEL_CARD_FILENAME).read_text())
+    card.update(changes)
+    (directory / MODEL_CARD_FILENAME).write_text(json.dumps(card))
+
+
+def _three_features(directory: Path) -> None:
+    names = json.loads((directory / MODEL_CARD_FILENAME).read_text())["feature_names"]
+    _edit_card(directory, feature_names=names[:3])
+
+
+def _renamed_features(directory: Path) -> None:
+    _edit_card(directory, feature_names=["a", "b", "c", "d"])
+
+
+def _two_classes(directory: Path) -> None:
+    _edit_card(directory, class_names=["0", "1"])
+
+
 REFUSALS = {
     "tampered-joblib": (lambda d: _append_byte(d / MODEL_FILENAME), "sha256 of model.joblib"),
     "tampered-onnx": (lambda d: _append_byte(d / ONNX_FILENAME), "sha256 of model.onnx"),
@@ -46,6 +65,10 @@ REFUSALS = {
     "two-model-files": (_second_pickle, "found: extra.pkl, model.joblib"),
     "other-sklearn-version": (_other_sklearn, "scikit-learn 0.24.2"),
     "missing-card": (_drop_card, "model.json"),
+    # A card that describes another model than the estimator it ships with (issue 12 item 10).
+    "card-lists-3-of-4-features": (_three_features, "3 features but the model was trained on 4"),
+    "card-lists-0-features": (lambda d: _edit_card(d, feature_names=[]), "feature"),
+    "card-lists-2-of-3-classes": (_two_classes, "2 classes but the model predicts 3"),
 }
 
 
@@ -61,6 +84,34 @@ def test_damaged_model_dir_is_refused_and_model_stays_unready(damage: str, tmp_p
     assert model.ready is False
     assert model.loaded is None
     assert model.load_error is not None and says in model.load_error
+
+
+def test_card_naming_other_features_than_the_trained_dataframe_is_refused(tmp_path: Path) -> None:
+    import hashlib
+
+    import pandas as pd
+    from sklearn.datasets import load_iris
+    from sklearn.tree import DecisionTreeClassifier
+
+    from components.model_artifact import save_model
+
+    frame = load_iris(as_frame=True).frame
+    x, y = frame.drop(columns="target"), frame["target"]
+    directory = tmp_path / "tree"
+    save_model(
+        directory,
+        DecisionTreeClassifier(random_state=0).fit(x, y),
+        feature_names=["a", "b", "c", "d"],
+        class_names=["0", "1", "2"],
+        model_family="decision_tree",
+        hyperparameters={},
+        training_data_fingerprint=hashlib.sha256(pd.util.hash_pandas_object(x).values.tobytes()).hexdigest(),
+        label_column="target",
+    )
+    model = SklearnModel("iris", directory)
+
+    assert model.load() is False
+    assert model.load_error is not None and "names the features differently" in model.load_error
 
 
 def test_make_model_dir_models_load_on_the_joblib_path(make_model_dir) -> None:
@@ -139,3 +190,45 @@ def test_cli_exits_non_zero_with_a_one_line_reason_for_a_refused_dir(tmp_path: P
     assert lines[-1].startswith("kfp-sklearn-serve: cannot serve")
     assert "sha256 of model.joblib" in lines[-1]
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_cli_exits_1_in_one_line_for_a_card_that_disagrees_with_the_model(tmp_path: Path) -> None:
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
+    _three_features(directory)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "components.serving", f"--model_dir={directory}", "--model_name=iris", "--http_port=1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("kfp-sklearn-serve: cannot serve") and "3 features" in last
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_a_failing_payload_log_is_logged_once_and_predictions_go_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
+    model = SklearnModel("iris", directory, payload_log_dir=tmp_path / "log")
+    assert model.load() is True
+    attempts = []
+
+    def broken_writer() -> None:
+        attempts.append(1)
+        raise OSError("log destination is read-only")
+
+    model._payload_writer = broken_writer  # type: ignore[method-assign]
+    for _ in range(50):
+        body, request, prediction = model.infer({"instances": [[5.1, 3.5, 1.4, 0.2]]}, v2=False)
+        model.after_prediction(request.x, prediction)
+        assert body == {"predictions": [0]}
+
+    assert attempts == [1]
+    lines = [r.getMessage() for r in caplog.records if "payload log" in r.getMessage()]
+    assert len(lines) == 1 and "read-only" in lines[0] and "\n" not in lines[0]
+    assert not any(r.exc_info for r in caplog.records)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -24,16 +25,22 @@ from components.constants import (
 )
 
 
-def post(url: str, body: bytes, content_type: str | None = "application/json") -> httpx.Response:
+def post(
+    url: str, body: bytes, content_type: str | None = "application/json", header_length: int | None = None
+) -> httpx.Response:
     headers = {"content-type": content_type} if content_type else {}
+    if header_length is not None:
+        headers["inference-header-content-length"] = str(header_length)
     return httpx.post(url, content=body, headers=headers, timeout=30)
 
 
-def assert_json_error(reply: httpx.Response, status: int, says: str = "") -> None:
+def assert_json_error(reply: httpx.Response, status: int, says: str = "", not_says: str = "") -> None:
     assert reply.status_code == status, reply.text[:300]
     assert reply.headers["content-type"].startswith("application/json")
+    assert list(reply.json()) == ["error"]
     message = reply.json()["error"]
     assert says.lower() in message.lower()
+    assert not not_says or not_says.lower() not in message.lower()
     assert len(message) < 300 and "Traceback" not in message
 
 
@@ -42,8 +49,8 @@ def assert_json_error(reply: httpx.Response, status: int, says: str = "") -> Non
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_client_mistakes_get_a_short_json_4xx(onnx_served: Served, case: Case) -> None:
-    reply = post(onnx_served.v2 if case.v2 else onnx_served.v1, case.body, case.content_type)
-    assert_json_error(reply, case.status, case.says)
+    reply = post(onnx_served.v2 if case.v2 else onnx_served.v1, case.body, case.content_type, case.header_length)
+    assert_json_error(reply, case.status, case.says, case.not_says)
 
 
 def test_body_over_the_limit_is_413(onnx_served: Served) -> None:
@@ -265,3 +272,264 @@ def test_access_log_is_off_by_default_and_on_when_asked(onnx_served: Served, job
 
     assert request_line.search(joblib_served.server.output())  # started with --access_log=true
     assert not request_line.search(onnx_served.server.output())
+
+
+# --- every route KServe registers answers with this contract ---------------------------------------------------
+
+
+def _kserve_routes() -> list[tuple[str, list[str]]]:
+    """The REST routes stock KServe 0.21 registers (paths with parameters, methods)."""
+    from fastapi import FastAPI
+    from fastapi.routing import APIRoute
+    from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+    from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+
+    app = FastAPI()
+    routers: list = []
+    app.include_router = lambda router, **_: routers.append(router)  # type: ignore[method-assign]
+    register_v1_endpoints(app, None, None)
+    register_v2_endpoints(app, None, None)
+    routes = [(r.path, sorted(r.methods or ())) for router in routers for r in router.routes if isinstance(r, APIRoute)]
+    return [("/", ["GET"]), ("/metrics", ["GET"]), *routes]
+
+
+def _version(served: Served) -> str:
+    return httpx.get(f"{served.server.url}/v2/models/{served.name}").json()["versions"][0]
+
+
+def test_every_kserve_route_answers_errors_as_short_json_without_echo(onnx_served: Served) -> None:
+    routes = _kserve_routes()
+    assert len(routes) == 18 and any("versions" in path for path, _ in routes)
+    marker = "ECHO" * 1000
+    bad_body = ('{"inputs": [{"name": "' + marker + '", "shape": "x"}], "instances": 7').encode()
+    version = _version(onnx_served)
+    seen = set()
+    for path, _ in routes:
+        for name, model_version in (("iris", version), ("iris", "0"), ("nope", "1")):
+            url = onnx_served.server.url + path.format(model_name=name, model_version=model_version)
+            for method in ("GET", "POST", "PUT", "DELETE"):
+                reply = httpx.request(method, url, content=bad_body, headers={"content-type": "application/json"})
+                seen.add(reply.status_code)
+                assert reply.status_code != 422, (method, url)
+                if reply.status_code >= 400:
+                    assert reply.headers["content-type"] == "application/json", (method, url)
+                    assert list(reply.json()) == ["error"], (method, url, reply.text[:200])
+                    assert "ECHO" not in reply.text and len(reply.content) < 400, (method, url)
+    assert {200, 400, 403, 404, 405, 501} <= seen
+
+
+def test_metadata_names_the_deployed_version_and_platform(onnx_served: Served) -> None:
+    meta = httpx.get(f"{onnx_served.server.url}/v2/models/iris").json()
+    version = meta["versions"][0]
+
+    assert meta["platform"] == "sklearn" and meta["versions"] == [version] and re.fullmatch(r"[0-9a-f]{12}", version)
+    from components.model_artifact import directory_digest, version_id
+
+    assert version == version_id(directory_digest(onnx_served.model_dir))
+    versioned = httpx.get(f"{onnx_served.server.url}/v2/models/iris/versions/{version}").json()
+    assert versioned == meta
+    server = httpx.get(f"{onnx_served.server.url}/v2").json()
+    assert "binary_tensor_data" in server["extensions"] and "model_repository" not in server["extensions"]
+
+
+def test_versioned_routes_answer_for_the_deployed_version_and_404_for_any_other(onnx_served: Served) -> None:
+    url, version = onnx_served.server.url, _version(onnx_served)
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": GOOD_ROW}]}).encode()
+
+    reply = post(f"{url}/v2/models/iris/versions/{version}/infer", body)
+    assert reply.status_code == 200 and reply.json()["outputs"][0]["data"] == [0]
+    assert reply.json()["model_version"] == version
+    assert httpx.get(f"{url}/v2/models/iris/versions/{version}/ready").json() == {"name": "iris", "ready": True}
+    for other in ("1", version[:-1] + "x", "%2e%2e"):
+        assert_json_error(post(f"{url}/v2/models/iris/versions/{other}/infer", body), 404, "version")
+        assert_json_error(httpx.get(f"{url}/v2/models/iris/versions/{other}"), 404, "version")
+        assert_json_error(httpx.get(f"{url}/v2/models/iris/versions/{other}/ready"), 404, "version")
+
+
+def test_model_control_is_off_by_default_and_the_model_stays_served(onnx_served: Served) -> None:
+    url = onnx_served.server.url
+    for action in ("unload", "load"):
+        assert_json_error(httpx.post(f"{url}/v2/repository/models/iris/{action}"), 403, "disabled")
+    assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+    assert post(onnx_served.v1, json.dumps({"instances": [GOOD_ROW]}).encode()).json() == {"predictions": [0]}
+
+
+def test_a_body_without_content_type_is_read_as_json(onnx_served: Served) -> None:
+    v1 = json.dumps({"instances": [GOOD_ROW]}).encode()
+    v2 = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": GOOD_ROW}]}).encode()
+
+    assert post(onnx_served.v1, v1, content_type=None).json() == {"predictions": [0]}
+    assert post(onnx_served.v2, v2, content_type=None).json()["outputs"][0]["data"] == [0]
+
+
+@pytest.mark.parametrize("datatype", ["FP64", "FP32", "INT64", "INT32", "UINT8"])
+def test_binary_inputs_and_outputs_match_json(onnx_served: Served, iris_rows: np.ndarray, datatype: str) -> None:
+    from serving_cases import binary_body
+
+    from components.serving.contract import V2_NUMPY_DTYPES
+
+    rows = iris_rows[45:55] if datatype.startswith("FP") else np.rint(iris_rows[45:55])
+    expected = onnx_served.estimator.predict(rows.astype(V2_NUMPY_DTYPES[datatype]).astype(np.float64))
+    raw = rows.astype(V2_NUMPY_DTYPES[datatype]).tobytes()
+    outputs = [{"name": "predict", "parameters": {"binary_data": True}}, {"name": "predict_proba"}]
+    body, length = binary_body([("input-0", list(rows.shape), datatype, raw)], outputs=outputs)
+
+    reply = post(onnx_served.v2, body, "application/octet-stream", length)
+
+    assert reply.status_code == 200, reply.text[:300]
+    assert reply.headers["content-type"] == "application/octet-stream"
+    json_length = int(reply.headers["inference-header-content-length"])
+    header = json.loads(reply.content[:json_length])
+    label, proba = header["outputs"]
+    assert label["parameters"] == {"binary_data_size": 8 * len(rows)} and "data" not in label
+    np.testing.assert_array_equal(np.frombuffer(reply.content[json_length:], "<i8"), expected)
+    assert "parameters" not in proba and np.shape(np.reshape(proba["data"], proba["shape"])) == (len(rows), 3)
+
+
+def test_binary_data_output_sends_every_output_as_raw_bytes(joblib_served: Served, iris_rows: np.ndarray) -> None:
+    rows = iris_rows[::10]
+    body = {
+        "inputs": [{"name": "x", "shape": list(rows.shape), "datatype": "FP64", "data": rows.ravel().tolist()}],
+        "parameters": {"binary_data_output": True},
+    }
+    reply = post(joblib_served.v2, json.dumps(body).encode(), content_type=None)
+
+    json_length = int(reply.headers["inference-header-content-length"])
+    header = json.loads(reply.content[:json_length])
+    sizes = [o["parameters"]["binary_data_size"] for o in header["outputs"]]
+    raw = reply.content[json_length:]
+    assert sizes == [8 * len(rows), 8 * 3 * len(rows)] and len(raw) == sum(sizes)
+    np.testing.assert_array_equal(np.frombuffer(raw[: sizes[0]], "<i8"), joblib_served.estimator.predict(rows))
+    proba = np.frombuffer(raw[sizes[0] :], "<f8").reshape(-1, 3)
+    np.testing.assert_array_equal(proba, joblib_served.estimator.predict_proba(rows))
+
+
+# --- logs: one short line per client mistake, never a traceback ----------------------------------------------
+
+
+def test_client_mistakes_log_at_most_one_short_line_each_and_no_traceback(onnx_served: Served) -> None:
+    import random
+    import string
+
+    url = onnx_served.server.url
+    before = len(onnx_served.server.output().splitlines())
+    rng = random.Random(0)
+    mistakes = 0
+    with httpx.Client(timeout=30) as client:
+        for i in range(60):
+            name = "".join(rng.choices(string.ascii_letters + string.digits + "-_.%", k=rng.randint(1, 300)))
+            for method, path in (
+                ("GET", f"/v2/models/{name}"),
+                ("POST", f"/v2/models/{name}/infer"),
+                ("POST", f"/v1/models/{name}:predict"),
+                ("GET", f"/v1/models/{name}"),
+                ("GET", f"/v2/models/{name}/ready"),
+                ("GET", f"/no/such/route/{i}"),
+                ("DELETE", "/v2/health/ready"),
+                ("GET", onnx_served.v1.removeprefix(url)),
+            ):
+                reply = client.request(method, url + path, json={"instances": [GOOD_ROW]})
+                assert 400 <= reply.status_code < 500, (method, path, reply.status_code)
+                mistakes += 1
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the lines are flushed by another process
+        added = onnx_served.server.output().splitlines()[before:]
+        if len(added) >= mistakes:
+            break
+        time.sleep(0.1)
+
+    added = onnx_served.server.output().splitlines()[before:]
+    assert 0 < len(added) <= mistakes
+    assert all(len(line) < 300 for line in added), max(added, key=len)
+    assert not any("Traceback" in line or "Exception" in line for line in added)
+
+
+def test_no_deprecation_warning_is_printed_by_the_requests(onnx_served: Served) -> None:
+    for path in ("/", "/v2", "/v2/models", "/v1/models", "/v2/models/iris", "/v2/health/ready", "/metrics"):
+        assert httpx.get(onnx_served.server.url + path).status_code == 200
+    assert "DeprecationWarning" not in onnx_served.server.output()
+
+
+def test_model_control_when_enabled_takes_the_model_out_and_back_and_readiness_follows(tmp_path) -> None:
+    from conftest import start_server, train_iris_model_dir
+
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
+    server = start_server(directory, tmp_path / "server.log", "--enable_model_control=true", "--model_version=v7")
+    try:
+        url = server.url
+        predict = f"{url}/v2/models/iris/versions/v7/infer"
+        body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": GOOD_ROW}]}).encode()
+        assert httpx.get(f"{url}/v2/models/iris").json()["versions"] == ["v7"]
+        assert "model_repository" in httpx.get(f"{url}/v2").json()["extensions"]
+        assert post(predict, body).status_code == 200
+
+        assert httpx.post(f"{url}/v2/repository/models/iris/unload").json() == {"name": "iris", "unload": True}
+        assert_json_error(httpx.get(f"{url}/v2/health/ready"), 503, "not ready")
+        assert_json_error(httpx.get(f"{url}/v2/models/iris/ready"), 503, "not ready")
+        assert_json_error(httpx.get(f"{url}/v1/models/iris"), 503, "not ready")
+        assert_json_error(post(predict, body), 503, "not ready")
+        assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
+
+        assert httpx.post(f"{url}/v2/repository/models/iris/load").json() == {"name": "iris", "load": True}
+        assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
+        assert post(predict, body).json()["outputs"][0]["data"] == [0]
+        assert_json_error(httpx.post(f"{url}/v2/repository/models/nope/unload"), 404, "nope")
+    finally:
+        server.stop()
+
+
+def test_large_malicious_bodies_get_a_short_4xx_and_do_not_stall_other_requests(tmp_path) -> None:
+    import statistics
+    import subprocess
+    import sys
+
+    from conftest import start_server, train_iris_model_dir
+    from serving_cases import large_bad_bodies
+
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
+    server = start_server(directory, tmp_path / "server.log")  # the default 1 MiB body limit
+    try:
+        version = httpx.get(f"{server.url}/v2/models/iris").json()["versions"][0]
+        target = f"{server.url}/v2/models/iris/versions/{version}/infer"
+        with httpx.Client(timeout=60) as client:
+            for label, body in large_bad_bodies():
+                assert 800_000 < len(body) < 1 << 20, label
+                reply = client.post(target, content=body, headers={"content-type": "application/json"})
+                assert reply.status_code == 400 and list(reply.json()) == ["error"], label
+                assert len(reply.content) < 400, label
+
+        def predicts(n: int) -> list[float]:
+            timings = []
+            with httpx.Client(timeout=60) as client:
+                for _ in range(n):
+                    started = time.perf_counter()
+                    reply = client.post(server.url + "/v1/models/iris:predict", json={"instances": [GOOD_ROW]})
+                    timings.append(time.perf_counter() - started)
+                    assert reply.json() == {"predictions": [0]}
+            return timings
+
+        quiet = predicts(300)
+        # The attacker is another process, so its own work does not slow this client down.
+        attacker = subprocess.Popen(
+            [sys.executable, "-c", f"import serving_cases; serving_cases.attack({target!r}, 120)"],
+            cwd=Path(__file__).parent,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(0.5)
+            under_attack = predicts(300)
+        finally:
+            attacker.terminate()
+            out, _ = attacker.communicate(timeout=30)
+
+        sent = (out.splitlines() or ["attack requests: 0"])[-1]
+
+        def summary(values: list[float]) -> str:
+            ms = sorted(v * 1000 for v in values)
+            return f"p50 {statistics.median(ms):.2f} ms, p99 {ms[int(len(ms) * 0.99)]:.2f} ms, max {ms[-1]:.2f} ms"
+
+        # Reported, not asserted (no timing assertions): see the README's "Security and reliability".
+        print(f"\n1-row predicts alone: {summary(quiet)}; during ~0.9 MB bad bodies: {summary(under_attack)}; {sent}")
+    finally:
+        server.stop()

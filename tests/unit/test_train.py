@@ -101,3 +101,42 @@ def test_saved_model_directory_is_what_kserve_loads(tmp_path, iris_split, family
     assert verify_model_dir(tmp_path / "model") == card
     loaded, _ = load_estimator(tmp_path / "model")
     np.testing.assert_array_equal(loaded.predict(check.to_numpy()), trained.estimator.predict(check.to_numpy()))
+
+
+def test_integral_floats_from_a_kfp_struct_become_ints_where_the_classifier_wants_ints():
+    # A dict pipeline parameter crosses KFP as a protobuf Struct: every number arrives as a double.
+    resolved = resolve_hyperparameters(
+        "random_forest", {"n_estimators": 7.0, "max_depth": 3.0, "min_samples_leaf": 0.5, "max_features": 1.0}
+    )
+    assert resolved["n_estimators"] == 7 and type(resolved["n_estimators"]) is int
+    assert resolved["max_depth"] == 3 and type(resolved["max_depth"]) is int
+    assert resolved["n_jobs"] == 1 and type(resolved["n_jobs"]) is int
+    # Where sklearn gives the float its own meaning (a fraction), the float stays.
+    assert type(resolved["min_samples_leaf"]) is float and type(resolved["max_features"]) is float
+    logistic = resolve_hyperparameters("logistic_regression", {"C": 2.0, "max_iter": 50.0})
+    assert type(logistic["C"]) is float and type(logistic["max_iter"]) is int
+
+
+@pytest.mark.parametrize(
+    ("family", "overrides", "message"),
+    [
+        (
+            "random_forest",
+            {"n_estimators": 2.5},
+            "The 'n_estimators' parameter of RandomForestClassifier must be an int",
+        ),
+        ("random_forest", {"max_depth": 0}, "The 'max_depth' parameter of RandomForestClassifier must be an int"),
+        ("logistic_regression", {"C": -1.0}, "The 'C' parameter of LogisticRegression must be a float"),
+    ],
+)
+def test_values_outside_the_classifiers_constraints_are_refused_in_one_line(family, overrides, message):
+    with pytest.raises(TrainingConfigError, match=f"invalid hyperparameters for {family}: {message}") as caught:
+        resolve_hyperparameters(family, overrides)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_model_trained_on_struct_numbers_records_int_hyperparameters(iris_split):
+    train, _ = iris_split
+    trained = train_model(train, label_column=LABEL, family="random_forest", hyperparameters={"n_estimators": 7.0})
+    assert trained.hyperparameters["n_estimators"] == 7 and type(trained.hyperparameters["n_estimators"]) is int
+    assert len(trained.estimator.named_steps["classify"].estimators_) == 7

@@ -1,0 +1,46 @@
+"""`pipeline.py submit` as a user types it, against a fake KFP API over real HTTP (kfp.Client on the other side)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import pipeline
+
+CLUSTER_TESTS = Path(pipeline.__file__).resolve().parent / "tests" / "cluster"
+# kfp.Client warns on every construction that it needs a v2 backend; the fake is one.
+pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
+
+
+@pytest.fixture
+def kfp_api(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(CLUSTER_TESTS))  # the fake lives beside the cluster tests
+    from fake_kfp_api import FakeKfpApi
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.config/kfp/context.json
+    api = FakeKfpApi()
+    api.start()
+    yield api
+    api.stop()
+
+
+def test_submit_sends_the_committed_spec_every_parameter_and_a_model_name_from_the_dataset(kfp_api, capsys):
+    committed = pipeline.PIPELINE_FILE.read_bytes()
+    code = pipeline.main(
+        [
+            *("submit", "--endpoint", kfp_api.base_url, "--experiment", "churn"),
+            *("--arg", "dataset=https://data.example/exports/churn.csv", "--arg", "label_column=churned"),
+            *("--arg", "model_family=random_forest", "--arg", 'hyperparameters={"n_estimators": 7}'),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "started run run-1" in capsys.readouterr().out
+    (run,) = kfp_api.runs()
+    sent = run["runtime_config"]["parameters"]
+    assert sent["model_name"] == "sklearn-churn", "not sklearn-iris: a CSV run must not replace the Iris model"
+    assert sent["deploy_target"] == "kubernetes"
+    assert sent["hyperparameters"] == {"n_estimators": 7}
+    assert set(sent) == set(pipeline.pipeline_defaults()), "every parameter, explicit"
+    # The uploaded spec is the committed one (default image), and compiling for it left the file untouched.
+    assert run["pipeline_spec"] == yaml.safe_load(committed)
+    assert pipeline.PIPELINE_FILE.read_bytes() == committed
