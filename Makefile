@@ -27,7 +27,7 @@ run: $(STAMP) ## train, evaluate, deploy locally, then serve on 127.0.0.1:$(PORT
 serve: $(STAMP) ## serve the model the last local run deployed
 	$(BIN)/python pipeline.py serve --port $(PORT)
 
-compile: $(STAMP) ## write pipeline.yaml (and the monitoring pipeline's YAML)
+compile: $(STAMP) ## write pipeline.yaml, monitoring_pipeline.yaml and manifests/pipelines/ (kubectl apply -k)
 	$(BIN)/python pipeline.py compile
 
 lint: $(STAMP) ## ruff format check, ruff lint, mypy

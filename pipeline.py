@@ -578,7 +578,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python pipeline.py`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["monitor"]:
-        from components.monitoring.__main__ import main as monitor
+        from components.monitoring.cli import main as monitor
 
         return monitor(argv[1:])
     args = _parse_args(argv)

@@ -42,12 +42,10 @@ running_pid() {
 
 write_conf() {
     # runc cannot set rlimits above the sandbox's hard limits, and podman's default asks for more ("error setting
-    # rlimit type 7"): ask for what the image tests ask (tests/image/image_helpers.py). Host networking, like those
-    # tests: no CNI/netavark bridge is set up on these machines, and the pipeline steps need no isolation from it.
+    # rlimit type 7" on every container start): ask for what the image tests ask (tests/image/image_helpers.py).
     cat >"$CONF_FILE" <<'EOF'
 [containers]
 default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-netns = "host"
 EOF
 }
 

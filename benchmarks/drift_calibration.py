@@ -35,7 +35,7 @@ from sklearn.datasets import load_iris, make_classification
 
 from components.constants import DEFAULT_KS_ALPHA, DEFAULT_PSI_THRESHOLD
 from components.monitoring.drift import detect_drift
-from components.monitoring.reference import build_reference_profile
+from components.reference_profile import build_reference_profile
 
 POPULATIONS = ("iris-rounded", "iris-jitter", "iris-gauss", "make-classification")
 CHANGES = ("mean", "variance", "tail")

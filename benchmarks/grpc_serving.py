@@ -1,6 +1,7 @@
 """gRPC (Open Inference Protocol) throughput: the project's predictor against stock KServe's gRPC server, in one run.
 
-Run: .venv/bin/python benchmarks/grpc_serving.py [--duration 5] [--repeat 3]
+Run: .venv/bin/python benchmarks/grpc_serving.py [--duration 5] [--repeat 3] [--models iris-lr rf100]
+     [--concurrencies 1 16] [--c1-cross-core]
 Prints a markdown table and writes benchmarks/results/grpc-<ts>.json.
 
 Same models as benchmarks/serving.py (trained here, never committed): Iris StandardScaler+LogisticRegression and
@@ -11,7 +12,7 @@ get the same `ModelInferRequest`: one FP64 input `[1, n_features]` in `raw_input
 sends it. The load generator is a grpc.aio client in its own process that sends pre-serialized bytes and does not
 decode answers (only the first answer of each run is decoded and checked against sklearn), so the client costs as
 little Python as possible. Servers are pinned to core 1; at concurrency 1 the client shares that core (strict
-turns, no cross-core wake-ups), at concurrency 16 it runs on core 0. Each number is the best of --repeat rounds,
+turns, no cross-core wake-ups; `--c1-cross-core` puts it on core 0), at concurrency 16 it runs on core 0. Each number is the best of --repeat rounds,
 rounds alternating between the two servers.
 """
 
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,8 +165,10 @@ async def _load(target: str, payload: bytes, concurrency: int, duration: float) 
     }
 
 
-def load(grpc_port: int, payload_file: Path, concurrency: int, duration: float) -> dict[str, float]:
-    cpus = SERVER_CPU if concurrency == 1 else CLIENT_CPU
+def load(
+    grpc_port: int, payload_file: Path, concurrency: int, duration: float, cross_core: bool = False
+) -> dict[str, float]:
+    cpus = SERVER_CPU if concurrency == 1 and not cross_core else CLIENT_CPU
     argv = ["taskset", "-c", cpus, sys.executable, __file__, "--load", f"127.0.0.1:{grpc_port}", str(payload_file)]
     argv += [f"--concurrency={concurrency}", f"--duration={duration}"]
     done = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=ROOT)
@@ -180,6 +184,10 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per measurement; the best is reported")
     parser.add_argument("--models", nargs="+", default=["iris-lr", "rf100"])
+    parser.add_argument("--concurrencies", type=int, nargs="+", default=list(CONCURRENCIES))
+    parser.add_argument(
+        "--c1-cross-core", action="store_true", help="at concurrency 1 too, run the client on the other core"
+    )
     parser.add_argument("--stock-server", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--ports", help=argparse.SUPPRESS)
     parser.add_argument("--load", nargs=2, help=argparse.SUPPRESS)
@@ -194,7 +202,7 @@ def main() -> None:
         print(json.dumps(asyncio.run(_load(target, Path(payload_file).read_bytes(), args.concurrency, args.duration))))
         return
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="grpc-bench-") as tmp:
         work = Path(tmp)
         models = rest_bench.train_models(work, args.models)
@@ -207,11 +215,13 @@ def main() -> None:
                     procs[kind] = start(kind, directory, work)
                     check_answer(procs[kind][1], payload_file.read_bytes(), expected[0])
                     print(f"{model} {kind}: ready, answer checked", flush=True)
-                for concurrency in CONCURRENCIES:
+                for concurrency in args.concurrencies:
                     tries: dict[str, list[dict[str, float]]] = {STOCK: [], OURS: []}
                     for _ in range(args.repeat):
                         for kind in (STOCK, OURS):
-                            tries[kind].append(load(procs[kind][1], payload_file, concurrency, args.duration))
+                            tries[kind].append(
+                                load(procs[kind][1], payload_file, concurrency, args.duration, args.c1_cross_core)
+                            )
                     best = {kind: max(t, key=lambda r: r["requests_per_s"]) for kind, t in tries.items()}
                     rows.append({"model": model, "concurrency": concurrency, **{k: best[k] for k in best}})
                     print(

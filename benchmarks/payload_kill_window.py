@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 CHILD = """
 import sys, time
 import numpy as np
-from components.monitoring.payload_log import PayloadLogWriter
+from components.payload_log import PayloadLogWriter
 writer = PayloadLogWriter(sys.argv[1], model_name="bench", model_sha256="0" * 64, feature_names=["i", "t"])
 period = float(sys.argv[2])
 print("ready", flush=True)
@@ -39,7 +39,7 @@ while True:
 
 def trial(directory: Path, period_s: float, rng: random.Random) -> tuple[int, int, float]:
     """One kill: (rows recorded, rows lost, seconds between the newest persisted row and the kill)."""
-    from components.monitoring.payload_log import read_payload_window
+    from components.monitoring.payload_reader import read_payload_window
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(

@@ -1,10 +1,12 @@
-"""What does payload logging cost a prediction? Times PayloadLogWriter.record() per call.
+"""What does payload logging cost a prediction, and reading it back a drift check? Times record() and the reader.
 
 Run: .venv/bin/python benchmarks/payload_logging.py [--calls 50000]
 
 Measures, with the background writer flushing Parquet files to a temp directory meanwhile:
 1. record() alone, per call, for 1-row and 32-row requests (p50 / p99 / mean, microseconds);
-2. a real Iris LogisticRegression predict() on one row, with and without record() after it (interleaved).
+2. a real Iris LogisticRegression predict() on one row, with and without record() after it (interleaved);
+3. read_payload_window over a week of logs (a file per 15 minutes, 250 rows each): a 24 h window and the whole
+   week (median and min of 7 reads, milliseconds).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +25,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from components.monitoring.payload_log import PayloadLogWriter
+from components.monitoring.payload_reader import read_payload_window
+from components.payload_log import PayloadLogWriter
 
 
 def percentiles(samples_ns: list[int]) -> dict[str, float]:
@@ -75,6 +79,26 @@ def time_predict(directory: Path, calls: int) -> dict[str, dict[str, float]]:
     return results
 
 
+def time_read(directory: Path, feature_names: list[str]) -> dict[str, dict[str, float]]:
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    with PayloadLogWriter(directory, model_name="bench-read", model_sha256="0" * 64, feature_names=feature_names,
+                          batch_size=1000, flush_interval_s=60) as writer:  # fmt: skip
+        for quarter in range(7 * 24 * 4):
+            rows = np.random.default_rng(quarter).normal(size=(250, len(feature_names)))
+            writer.record(rows, [1] * 250, timestamp=start + timedelta(minutes=15 * quarter))
+    windows = {"window_24h": (start + timedelta(days=3), start + timedelta(days=4)), "whole_week": (None, None)}
+    results = {}
+    for label, (begin, end) in windows.items():
+        seconds = []
+        for _ in range(7):
+            started = time.perf_counter()
+            frame = read_payload_window(directory, model_name="bench-read", start=begin, end=end)
+            seconds.append(time.perf_counter() - started)
+        results[label] = {"rows": len(frame), "median_ms": statistics.median(seconds) * 1000,
+                          "min_ms": min(seconds) * 1000}  # fmt: skip
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50_000)
@@ -85,6 +109,7 @@ def main() -> None:
             "record_1_row": time_record(Path(tmp), 1, args.calls, names),
             "record_32_rows": time_record(Path(tmp), 32, args.calls, names),
             "predict_1_row": time_predict(Path(tmp), min(args.calls, 20_000)),
+            "read_payload_window": time_read(Path(tmp), list(names)),
         }
     print(json.dumps(result, indent=2))
 

@@ -187,10 +187,8 @@ PREDICTOR_CONTAINER_NAME: Final = "kserve-container"
 KFP_ARTIFACT_SECRET_NAME: Final = "mlpipeline-minio-artifact"  # noqa: S105  # a Secret's name, not a credential
 """KFP's object-store Secret (keys accesskey/secretkey) in the run's namespace; the drift check reads logs with it."""
 KFP_ARTIFACT_SECRET_KEYS: Final = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
-DEFAULT_PAYLOAD_LOG_URI: Final = "s3://mlpipeline/payload-logs"
-"""Where the cluster sink writes (manifests/monitoring) and where the monitoring pipeline reads on a cluster."""
 LOG_FORMAT_PAYLOAD: Final = "payload-parquet"
-"""Logs from `serve --payload_log_dir` or the sink (components.monitoring.payload_log)."""
+"""Logs from `serve --payload_log_dir` or the sink (components.payload_log)."""
 LOG_FORMAT_KSERVE_JSON: Final = "kserve-json"
 """Logs from KServe's built-in blob logger, format json (components.monitoring.kserve_blob)."""
 LOG_FORMATS: Final = (LOG_FORMAT_PAYLOAD, LOG_FORMAT_KSERVE_JSON)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from components.constants import BUILTIN_DATASETS
-from components.monitoring.payload_log import METADATA_COLUMNS
+from components.payload_log import METADATA_COLUMNS
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -101,7 +101,7 @@ def deploy_model(
         storage_uri_from_artifact,
     )
     from components.model_artifact import directory_digest, verify_model_dir, version_id
-    from components.monitoring.sink import logger_spec
+    from components.payload_log import logger_spec
 
     if target not in DEPLOY_TARGETS:
         raise ValueError(f"unknown deploy_target '{target}'; choose one of: {', '.join(DEPLOY_TARGETS)}")

@@ -287,7 +287,7 @@ def build_inference_service(
             the wish in an annotation and `deploy_kubernetes` turns it into a `spec.canary` entry beside the live
             predictor (the only place that knows what is live).
         deployment_mode: `Standard` (plain Deployment + Service + HPA) or `Knative`, set per object by annotation.
-        logger: `spec.predictor.logger` (payload logging, see `components.monitoring.sink.logger_spec`).
+        logger: `spec.predictor.logger` (payload logging, see `components.payload_log.logger_spec`).
         min_replicas: Fewest predictor pods (Standard: at least 1; Knative: 0 scales to zero when idle).
         max_replicas: Most predictor pods (at least `min_replicas`).
         scale_metric: Standard (HPA): `cpu` (default) or `memory`; Knative: `concurrency` (default) or `rps`.

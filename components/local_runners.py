@@ -12,17 +12,16 @@ a subprocess run for the person who started it:
   chown (which needs root), nothing on the host the user cannot delete. With a rootless engine (rootless podman or
   Docker) the container's root *is* the invoking user, so steps run as 0:0 there. Both directories are created
   here, before any container starts: an engine creates a missing bind source as root, which no step could write.
-- **Real exit codes.** kfp 2.17.3 starts each step with `auto_remove=True` and then asks the engine for its exit
-  code. Once the engine has removed the container, Docker answers 404 (kfp then assumes success, even for a failed
-  step) and podman answers 500 "no such container" (kfp raises that, hiding the step's own error). The fix
-  here replaces kfp's container launcher with one that removes the container only after reading its exit code;
-  see `_run_container`.
+- **Real exit codes.** kfp 2.17.3 starts each step with `auto_remove=True`, then asks the engine for the output
+  and exit code of a container that may already be gone. On 404 (Docker; podman 4.3 too, depending on timing)
+  kfp assumes success, even for a failed step; on podman's 500 "no such container" it raises that, hiding the
+  step's own error. Both were seen here with podman 4.3.1. So kfp's container launcher is replaced with one that
+  removes the container only after reading its exit code; see `_run_container`.
 """
 
 from __future__ import annotations
 
 import codecs
-import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -181,8 +180,14 @@ def _run_container(client: Any, image: str, command: list[str], volumes: dict[st
         _print_lines(container.logs(stream=True, follow=True))
         return int(container.wait()["StatusCode"])
     finally:
-        with contextlib.suppress(docker.errors.NotFound):
+        # Also on Ctrl-C, so no step container outlives the run. Cleanup is best effort: a container that cannot be
+        # removed is reported, not allowed to replace the step's own outcome.
+        try:
             container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            print(f"could not remove step container {container.short_id}: {exc.explanation or exc}")
 
 
 def _print_lines(chunks: Iterable[bytes]) -> None:

@@ -82,6 +82,7 @@ def validate_parameters(arguments: Mapping[str, Any], *, accepted: Mapping[str, 
         raise ParameterError(f"payload_logger_url must be empty or an http(s):// URL, got {url!r}")
     if not isinstance(args["local_store"], str) or not args["local_store"]:
         raise ParameterError("local_store must be a non-empty path")
+    _check_scaling(args)
     hyperparameters = args["hyperparameters"]
     if not isinstance(hyperparameters, dict):
         raise ParameterError('hyperparameters must be a JSON object, e.g. {"C": 0.5}')
@@ -110,6 +111,32 @@ def check_writable(directory: Path, *, what: str) -> None:
         raise ParameterError(f"{what} {directory} cannot be created: {probe} is not a directory")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ParameterError(f"{what} {directory} is not writable ({probe}: permission denied); choose another")
+
+
+_SCALING_PARAMETERS: Final = {
+    "min_replicas": "min_replicas",
+    "max_replicas": "max_replicas",
+    "scale_metric": "scale_metric",
+    "scale_target": "scale_target",
+    "predictor_cpu_request": "cpu_request",
+    "predictor_memory_request": "memory_request",
+    "predictor_cpu_limit": "cpu_limit",
+    "predictor_memory_limit": "memory_limit",
+}
+"""Pipeline parameter -> keyword of `inference_service.check_scaling_options`, for the pipelines that have them."""
+
+
+def _check_scaling(args: Mapping[str, Any]) -> None:
+    """The predictor's scaling and resources, checked by the builder's own rules (only the parameters present)."""
+    given = {keyword: args[name] for name, keyword in _SCALING_PARAMETERS.items() if name in args}
+    if not given:
+        return
+    from components.inference_service import check_scaling_options
+
+    try:
+        check_scaling_options(**given)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
 
 
 def _is_int(value: Any) -> bool:

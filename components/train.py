@@ -160,8 +160,8 @@ def save_trained_model(
         reference_features: Training features, summarized as the reference distribution for drift checks.
     """
     from components.model_artifact import save_model
-    from components.monitoring.reference import build_reference_profile, write_reference_profile
     from components.onnx_export import export_verified_onnx
+    from components.reference_profile import build_reference_profile, write_reference_profile
 
     directory.mkdir(parents=True, exist_ok=True)
     extra_files = {

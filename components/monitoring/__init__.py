@@ -1,11 +1,14 @@
-"""Production monitoring: payload logs, the training-time reference profile, drift checks and the retrain trigger.
+"""Production monitoring: reading payload logs, drift checks and the retrain trigger.
+
+A leaf: it imports the core, the core (train, serve, deploy) never imports it. What they share lives in the core:
+`components.payload_log` (the log's schema, `PayloadLogWriter`, KServe's `logger_spec`) and
+`components.reference_profile` (the training data's profile, written beside the model at training time).
 
 Modules, each one concept:
 
-- `payload_log`: the Parquet record schema, `PayloadLogWriter` (background batching) and `read_payload_window`.
-- `sink`: decodes KServe logger CloudEvents into the same records; `logger_spec` for the InferenceService.
+- `payload_reader`: `read_payload_window` (one model's rows in a time window) and `open_filesystem` / `s3_filesystem`.
+- `sink`: decodes KServe logger CloudEvents (the `cloudevents` SDK) into the payload log's records.
 - `kserve_blob`: the alternative, KServe's built-in blob logger (`kserve_blob_logger_spec`, a window reader).
-- `reference`: `build_reference_profile` (written beside the model at training time).
 - `drift`: `detect_drift` (PSI, two-sample KS and a Brown-Forsythe spread test, Holm-corrected) and `DriftReport`.
 - `report`: `render_drift_report_html` (inline SVG, no plotting dependency).
 - `retrain`: what to do on drift: `decide_on_drift`, `check_retrain_config`, `trigger_retraining` (through

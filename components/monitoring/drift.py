@@ -35,16 +35,15 @@ from components.constants import (
     DRIFT_STATUS_NOT_ENOUGH_DATA,
     DRIFT_STATUS_OK,
 )
-from components.monitoring.payload_log import read_payload_window
-from components.monitoring.reference import bin_proportions, validate_reference_profile
+from components.reference_profile import ReferenceProfile, bin_proportions, validate_reference_profile
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
 
     import pandas as pd
 
 __all__ = ["DriftInputError", "DriftReport", "FeatureDrift", "detect_drift", "holm_adjusted",
-           "population_stability_index", "read_payload_window"]  # fmt: skip
+           "population_stability_index"]  # fmt: skip
 
 CORRECTION = "holm"
 PSI_FLOOR = 1e-4
@@ -223,7 +222,7 @@ def _spread(column: Any, sample: Any, reference_std: float) -> tuple[float, floa
 
 
 def detect_drift(
-    profile: dict[str, Any],
+    profile: Mapping[str, Any] | ReferenceProfile,
     window: pd.DataFrame,
     *,
     psi_threshold: float = DEFAULT_PSI_THRESHOLD,
@@ -234,7 +233,7 @@ def detect_drift(
     """Compare each profiled feature of a window of logged inputs with the training reference.
 
     Args:
-        profile: From `build_reference_profile` (the model's `reference_profile.json`).
+        profile: From `load_reference_profile`, or the dict `build_reference_profile` returns (validated here).
         window: Logged rows (`read_payload_window`); must have a column per profiled feature. Rows with a
             missing value in any feature are not counted.
         psi_threshold: Smallest PSI that counts as a meaningful change of the distribution.
@@ -258,7 +257,7 @@ def detect_drift(
         psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_records=min_records, std_ratio_threshold=std_ratio_threshold
     )
     profile = validate_reference_profile(profile)
-    names: list[str] = profile["feature_names"]
+    names = profile.feature_names
     missing = [n for n in names if n not in window.columns]
     if missing and len(window) > 0:
         raise DriftInputError(f"the logged window has no column for features {missing}; columns: {list(window)}")
@@ -275,22 +274,22 @@ def detect_drift(
 
     measured: list[dict[str, Any]] = []
     for name in names:
-        ref = profile["features"][name]
+        ref = profile.features[name]
         column = values[name].to_numpy()
         if records == 0:
             empty = {"psi": 0.0, "ks_statistic": 0.0, "ks_pvalue": 1.0, "window_mean": math.nan}
-            measured.append({"name": name, "reference_mean": ref["mean"], "mean_shift_in_std": math.nan, **empty})
+            measured.append({"name": name, "reference_mean": ref.mean, "mean_shift_in_std": math.nan, **empty})
             continue
-        sample = np.asarray(ref["sample"], dtype=np.float64)
-        proportions = bin_proportions(column, ref["bin_edges"])
+        sample = np.asarray(ref.sample, dtype=np.float64)
+        proportions = bin_proportions(column, ref.bin_edges)
         psi = population_stability_index(
-            ref["bin_proportions"],
+            ref.bin_proportions,
             proportions,
-            reference_count=int(ref.get("count", len(sample))),
+            reference_count=ref.count if ref.count is not None else len(sample),
             window_count=records,
         )
         ks = stats.ks_2samp(column, sample)
-        std_ratio, spread_statistic, spread_pvalue = _spread(column, sample, float(ref["std"]))
+        std_ratio, spread_statistic, spread_pvalue = _spread(column, sample, ref.std)
         window_mean = float(column.mean())
         measured.append(
             {
@@ -298,9 +297,9 @@ def detect_drift(
                 "psi": psi,
                 "ks_statistic": float(ks.statistic),
                 "ks_pvalue": float(ks.pvalue),
-                "reference_mean": ref["mean"],
+                "reference_mean": ref.mean,
                 "window_mean": window_mean,
-                "mean_shift_in_std": (window_mean - ref["mean"]) / ref["std"] if ref["std"] > 0 else math.nan,
+                "mean_shift_in_std": (window_mean - ref.mean) / ref.std if ref.std > 0 else math.nan,
                 "window_bin_proportions": proportions,
                 "std_ratio": std_ratio,
                 "spread_statistic": spread_statistic,

@@ -31,18 +31,18 @@ from components.constants import (
     PAYLOAD_COLUMN_TIMESTAMP,
     PAYLOAD_SOURCE_KSERVE_BLOB,
 )
-from components.monitoring.payload_log import (
-    METADATA_COLUMNS,
-    PayloadLogError,
-    encode_prediction,
-    resolve_destination,
-    to_utc,
-)
 from components.monitoring.sink import (
     CloudEventError,
     instances_from_request,
     parse_rfc3339,
     predictions_from_response,
+)
+from components.payload_log import (
+    METADATA_COLUMNS,
+    PayloadLogError,
+    encode_prediction,
+    resolve_destination,
+    to_utc,
 )
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 Only stdlib and kfp are imported at module level (compiling stays cheap); each body imports the logic it calls
 from the `components` package baked into the image. As in components/ops.py, the step functions are plain and
-`build_monitoring_components(image)` wraps them for one image; `check_drift_op` & co. are the default-image ones.
+`build_monitoring_components(image)` wraps them for one image (pipeline_def.py builds the pipeline from them).
 """
 
 # No `from __future__ import annotations`: KFP reads the real annotation objects to type inputs and outputs.
@@ -84,10 +84,10 @@ def check_drift(
     )
     from components.monitoring.drift import check_thresholds, detect_drift
     from components.monitoring.kserve_blob import read_kserve_blob_window
-    from components.monitoring.payload_log import open_filesystem, read_payload_window, window_bounds
-    from components.monitoring.reference import load_reference_profile_from_uri
+    from components.monitoring.payload_reader import open_filesystem, read_payload_window, window_bounds
     from components.monitoring.report import render_drift_report_html
     from components.monitoring.retrain import check_retrain_config, decide_on_drift
+    from components.reference_profile import load_reference_profile
 
     # The whole configuration is checked before any data is read: a typo fails the first run, drift or not.
     decide_on_drift("ok", on_drift)
@@ -104,12 +104,13 @@ def check_drift(
         pipeline_package=training_pipeline_package,
         training_arguments=training_arguments,
     )
-    profile = load_reference_profile_from_uri(model_dir, s3_endpoint=s3_endpoint)
+    model_filesystem, model_location = open_filesystem(model_dir, s3_endpoint=s3_endpoint)
+    profile = load_reference_profile(model_location, filesystem=model_filesystem)
     start, end = window_bounds(datetime.fromisoformat(window_end) if window_end else None, window_hours)
     filesystem, location = open_filesystem(log_dir, s3_endpoint=s3_endpoint)
     if log_format == LOG_FORMAT_KSERVE_JSON:
         window = read_kserve_blob_window(
-            location, feature_names=profile["feature_names"], model_name=model_name, start=start, end=end,
+            location, feature_names=profile.feature_names, model_name=model_name, start=start, end=end,
             filesystem=filesystem,
         )  # fmt: skip
     else:
@@ -240,9 +241,3 @@ def build_monitoring_components(image: str = DEFAULT_IMAGE) -> MonitoringCompone
         request_retraining=project_component(request_retraining, image),
         fail_on_drift=project_component(fail_on_drift, image),
     )
-
-
-_DEFAULT = build_monitoring_components()
-check_drift_op = _DEFAULT.check_drift
-request_retraining_op = _DEFAULT.request_retraining
-fail_on_drift_op = _DEFAULT.fail_on_drift

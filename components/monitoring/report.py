@@ -17,8 +17,11 @@ from components.constants import (
     DRIFT_STATUS_OK,
     PAYLOAD_COLUMN_TIMESTAMP,
 )
+from components.reference_profile import ReferenceProfile, validate_reference_profile
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
     from components.monitoring.drift import DriftReport, FeatureDrift
@@ -119,17 +122,21 @@ def _feature_row(feature: FeatureDrift, evaluated: bool) -> str:
     )
 
 
-def render_drift_report_html(report: DriftReport, profile: dict[str, Any], window: pd.DataFrame) -> str:
+def render_drift_report_html(
+    report: DriftReport, profile: Mapping[str, Any] | ReferenceProfile, window: pd.DataFrame
+) -> str:
     """One HTML page: the decision, a per-feature table, and a bar chart per feature.
 
     Args:
         report: From `detect_drift`.
-        profile: The reference profile the report was computed against.
+        profile: The reference profile the report was computed against (a dict is validated first).
         window: The logged rows that were checked (for the time span shown in the header).
 
     Returns:
         A complete HTML document.
     """
+    reference = validate_reference_profile(profile)
+    rows_note = reference.rows if reference.rows is not None else "?"
     colour = _STATUS_COLOUR.get(report.status, "#2e7d32")
     span = "no records"
     if len(window) and PAYLOAD_COLUMN_TIMESTAMP in window.columns:
@@ -137,12 +144,12 @@ def render_drift_report_html(report: DriftReport, profile: dict[str, Any], windo
     rows = "".join(_feature_row(f, report.evaluated) for f in report.features)
     charts = []
     for feature in report.features:
-        ref = profile["features"][feature.name]
+        ref = reference.features[feature.name]
         charts.append(
             f"<figure><figcaption><b>{html.escape(feature.name)}</b> — PSI {_fmt(feature.psi)}, "
             f"KS p {_fmt(feature.ks_pvalue_adjusted)}, std ratio {_fmt(feature.std_ratio)}"
             f"{' — drifted' if feature.drifted else ''}</figcaption>"
-            f"{feature_svg(feature.name, ref['bin_proportions'], feature.window_bin_proportions, ref['bin_edges'])}"
+            f"{feature_svg(feature.name, ref.bin_proportions, feature.window_bin_proportions, ref.bin_edges)}"
             "</figure>"
         )
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -158,7 +165,7 @@ A feature drifts when its KS p ≤ {_fmt(report.ks_alpha)} and PSI ≥ {_fmt(rep
 (distribution), or its spread p ≤ {_fmt(report.ks_alpha)} and its std ratio is at least
 {_fmt(report.std_ratio_threshold)} or at most 1/{_fmt(report.std_ratio_threshold)} (spread). p-values are
 Holm-adjusted over all {2 * len(report.features)} tests (KS and Brown-Forsythe per feature), so the chance of any
-false alarm is at most {_fmt(report.ks_alpha)}. Reference: {profile.get("rows", "?")} training rows.</p>
+false alarm is at most {_fmt(report.ks_alpha)}. Reference: {rows_note} training rows.</p>
 <table><tr><th>feature</th><th>status</th><th>PSI</th><th>KS D</th><th>KS p (adj.)</th><th>std ratio</th>
 <th>spread p (adj.)</th><th>train mean</th><th>window mean</th><th>shift (std)</th></tr>{rows}</table>
 <h2>Per-feature distributions</h2>{"".join(charts)}

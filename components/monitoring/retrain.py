@@ -11,15 +11,14 @@ from the live model's card and `local_training_command` is the `pipeline.py run`
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from components.atomic import atomic_write_text
 from components.constants import (
     DRIFT_STATUS_DRIFT,
     DRIFT_STATUS_NOT_ENOUGH_DATA,
@@ -133,19 +132,8 @@ def write_retrain_request(directory: Path, request: RetrainRequest) -> Path:
     """Write the request as `RETRAIN_REQUEST_FILENAME` in `directory`, atomically (rename over any older one)."""
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / RETRAIN_REQUEST_FILENAME
-    with tempfile.NamedTemporaryFile("w", dir=directory, prefix=".tmp-", suffix=".json", delete=False) as handle:
-        json.dump(request.__dict__, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(handle.name, target)
+    atomic_write_text(target, json.dumps(asdict(request), indent=2, sort_keys=True) + "\n")
     return target
-
-
-def read_retrain_request(directory: Path) -> RetrainRequest | None:
-    """The request recorded in `directory`, or None."""
-    target = directory / RETRAIN_REQUEST_FILENAME
-    if not target.is_file():
-        return None
-    return RetrainRequest(**json.loads(target.read_text(encoding="utf-8")))
 
 
 def new_retrain_request(*, model_name: str, model_uri: str, report: Mapping[str, Any]) -> RetrainRequest:

@@ -17,7 +17,7 @@ Run it: `python -m components.monitoring.sink --log_dir s3://mlpipeline/payload-
 from __future__ import annotations
 
 import argparse
-import base64
+import functools
 import json
 import logging
 import threading
@@ -25,7 +25,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from components.constants import (
@@ -33,11 +32,11 @@ from components.constants import (
     CE_TYPE_INFERENCE_RESPONSE,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_SINK_PORT,
-    KSERVE_LOGGER_MODES,
     MODEL_SHA256_ANNOTATION,
     PAYLOAD_SOURCE_KSERVE_LOGGER,
 )
-from components.monitoring.payload_log import PayloadLogWriter
+from components.monitoring.payload_reader import s3_filesystem
+from components.payload_log import PayloadLogWriter, to_utc
 
 logger = logging.getLogger(__name__)
 
@@ -63,80 +62,45 @@ class InferenceEvent:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
-def logger_spec(
-    sink_url: str,
-    mode: str = "all",
-    *,
-    metadata_annotations: Sequence[str] = (MODEL_SHA256_ANNOTATION,),
-) -> dict[str, Any]:
-    """The `spec.predictor.logger` block that sends an InferenceService's payloads to this sink.
-
-    Args:
-        sink_url: The sink's in-cluster URL, e.g. `http://payload-logger.kserve-models.svc.cluster.local`.
-        mode: `all` (request and response: features + prediction) or `request` (features only). `response`
-            alone carries no inputs, so drift could not be checked: refused.
-        metadata_annotations: InferenceService annotations KServe copies into each event; the sink reads the
-            model's sha256 from `constants.MODEL_SHA256_ANNOTATION` when present.
-
-    Returns:
-        A dict to put at `spec.predictor.logger`.
-    """
-    if mode not in KSERVE_LOGGER_MODES or mode == "response":
-        raise ValueError(f"logger mode must be 'all' or 'request' for drift monitoring, got {mode!r}")
-    if not sink_url.startswith(("http://", "https://")):
-        raise ValueError(f"sink_url must be an http(s) URL, got {sink_url!r}")
-    spec: dict[str, Any] = {"url": sink_url, "mode": mode}
-    if metadata_annotations:
-        spec["metadataAnnotations"] = list(metadata_annotations)
-    return spec
-
-
 def parse_rfc3339(text: str | None) -> datetime:
-    """An RFC 3339 time as Go writes it (nanoseconds allowed) in UTC; empty means now."""
+    """An RFC 3339 time as Go writes it (nanoseconds are cut to microseconds) in UTC; empty means now."""
     if not text:
         return datetime.now(UTC)
+    from pydantic import ValidationError
+
     try:
-        # Go writes RFC 3339 with nanoseconds; Python takes at most microseconds.
-        head, dot, tail = text.replace("Z", "+00:00").partition(".")
-        if dot:
-            digits = "".join(ch for ch in tail if ch.isdigit())
-            zone = tail[len(digits) :]
-            text = f"{head}.{digits[:6].ljust(6, '0')}{zone}"
-        else:
-            text = head
-        moment = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise CloudEventError(f"ce-time {text!r} is not an RFC 3339 time") from error
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        return to_utc(_datetime_adapter().validate_python(text))
+    except ValidationError:
+        raise CloudEventError(f"ce-time {text!r} is not an RFC 3339 time") from None
+
+
+@functools.cache
+def _datetime_adapter() -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(datetime)
 
 
 def decode_cloudevent(headers: Mapping[str, str], body: bytes) -> InferenceEvent:
     """Decode a binary-mode (KServe's) or structured-mode CloudEvent carrying a JSON inference payload.
 
     Raises:
-        CloudEventError: Missing id/type, unknown type, or a body that is not JSON.
+        CloudEventError: Missing id/type/source/specversion, a time that is not RFC 3339, an unknown type, or a
+            body that is not JSON.
     """
-    lower = {k.lower(): v for k, v in headers.items()}
-    if lower.get("content-type", "").startswith("application/cloudevents+json"):
-        try:
-            envelope = json.loads(body)
-        except ValueError as error:
-            raise CloudEventError(f"structured CloudEvent is not JSON: {error}") from error
-        if not isinstance(envelope, dict):
-            raise CloudEventError("structured CloudEvent must be a JSON object")
-        attributes = {str(k).lower(): v for k, v in envelope.items() if k not in ("data", "data_base64")}
-        if "data_base64" in envelope:
-            data: Any = base64.b64decode(envelope["data_base64"])
-        else:
-            data = envelope.get("data")
-    else:
-        attributes = {k.removeprefix("ce-"): v for k, v in lower.items() if k.startswith("ce-")}
-        data = body
-    event_id, event_type = attributes.get("id"), attributes.get("type")
-    if not event_id or not event_type:
-        raise CloudEventError("not a CloudEvent: ce-id and ce-type are required")
+    from cloudevents.exceptions import GenericException
+    from cloudevents.http import from_http
+
+    try:
+        # The SDK matches `ce-*` headers in lower case only; HTTP header names are case-insensitive.
+        event = from_http({k.lower(): v for k, v in headers.items()}, body)
+    except GenericException as error:
+        raise CloudEventError(f"not a CloudEvent: ce-id and ce-type are required ({error})") from None
+    attributes = event.get_attributes()
+    event_id, event_type = str(attributes["id"]), str(attributes["type"])
     if event_type not in (CE_TYPE_INFERENCE_REQUEST, CE_TYPE_INFERENCE_RESPONSE):
         raise CloudEventError(f"unexpected CloudEvent type {event_type!r}; this sink takes KServe logger events")
+    data = event.get_data()
     if isinstance(data, bytes | str):
         try:
             data = json.loads(data)
@@ -151,8 +115,8 @@ def decode_cloudevent(headers: Mapping[str, str], body: bytes) -> InferenceEvent
         except (ValueError, AttributeError):
             logger.warning("event %s: ignoring unparsable annotations %r", event_id, raw_annotations)
     return InferenceEvent(
-        id=str(event_id),
-        type=str(event_type),
+        id=event_id,
+        type=event_type,
         time=parse_rfc3339(attributes.get("time")),
         inference_service=str(attributes.get("inferenceservicename", "")),
         namespace=str(attributes.get("namespace", "")),
@@ -414,19 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     filesystem = None
     if args.s3_endpoint:
-        from pyarrow import fs as pafs
-
-        scheme, _, host = args.s3_endpoint.partition("://")
-        credentials: dict[str, str] = {}
-        if args.s3_credentials_dir:
-            folder = Path(args.s3_credentials_dir)
-            credentials = {
-                "access_key": (folder / "AWS_ACCESS_KEY_ID").read_text(encoding="utf-8").strip(),
-                "secret_key": (folder / "AWS_SECRET_ACCESS_KEY").read_text(encoding="utf-8").strip(),
-            }
-        filesystem = pafs.S3FileSystem(
-            endpoint_override=host or scheme, scheme=scheme if host else "http", region=args.s3_region, **credentials
-        )
+        filesystem = s3_filesystem(args.s3_endpoint, region=args.s3_region, credentials_dir=args.s3_credentials_dir)
     features = parse_feature_names(args.feature_names)
 
     def factory(model_name: str, model_sha256: str) -> PayloadLogWriter:

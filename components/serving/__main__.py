@@ -12,12 +12,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from components.constants import CONTAINER_HOST, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_ROWS, PROBA_PARAMETER
-
-MODEL_DIGEST_ENV = "MODEL_DIGEST"
-"""Environment variable the InferenceService sets to pin the model directory's digest."""
-MODEL_VERSION_ENV = "MODEL_VERSION"
-"""Environment variable naming the deployed version (the routes' `versions/{version}`)."""
+from components.constants import (
+    CONTAINER_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_ROWS,
+    MODEL_DIGEST_ENV,
+    MODEL_VERSION_ENV,
+    PROBA_PARAMETER,
+)
 
 
 def _flag(value: str) -> bool:

@@ -298,7 +298,7 @@ class SklearnModel(kserve.Model):
     def _payload_writer(self) -> Any:
         # One writer per process: KServe's --workers pickles this model into each worker.
         if self._writer is None or self._writer_pid != os.getpid():
-            from components.monitoring.payload_log import PayloadLogWriter
+            from components.payload_log import PayloadLogWriter
 
             assert self.loaded is not None and self.payload_log_dir is not None
             self._writer = PayloadLogWriter(

@@ -3,12 +3,12 @@
 uvicorn (0.54) times out only the keep-alive gap after a response. A connection that never sends a byte, sends
 headers one byte a minute, or stops half-way through a body is kept forever, and `limit_concurrency` answers 503 to
 new requests but keeps accepting (and holding) sockets. `GuardedHttpToolsProtocol` is uvicorn's httptools protocol
-with one timer per connection for the phase it is in:
+with a deadline per connection for the phase it is in:
 
 - idle (connected, no byte of a request yet): `idle_timeout` (the keep-alive timeout);
 - headers (first byte seen, headers incomplete): `header_timeout` in total, however slowly bytes trickle in;
 - body (headers done, body incomplete): `body_timeout` in total;
-- handling (request complete): no timer; a slow model is not the client's fault.
+- handling (request complete): no deadline; a slow model is not the client's fault.
 
 A client that runs out of time gets `408` (if no response has started) and the connection is closed. At
 `max_connections` open connections, a new connection evicts the oldest one that is idle or still sending its
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,22 @@ _IDLE, _HEADERS, _BODY, _HANDLING = "idle", "headers", "body", "handling"
 _EVICTABLE = frozenset({_IDLE, _HEADERS, _BODY})
 _EVICTION_LOG_EVERY_S = 10.0
 _last_eviction_log = -_EVICTION_LOG_EVERY_S
+_SWEEP_EVERY_S = 1.0
+"""How often expired connections are looked for: a deadline is met within this much (or half a timeout)."""
+_SWEEP_ATTRIBUTE = "_slow_client_sweep"
+"""Marks a uvicorn ServerState whose sweep is running (one per server process)."""
+
+
+def _schedule_sweep(loop: asyncio.AbstractEventLoop, connections: set[Any], interval: float) -> None:
+    def sweep() -> None:
+        now = loop.time()
+        for connection in list(connections):
+            deadline = getattr(connection, "_deadline", None)
+            if deadline is not None and deadline <= now:
+                connection._expire()
+        loop.call_later(interval, sweep)
+
+    loop.call_later(interval, sweep)
 
 
 @dataclass(frozen=True)
@@ -61,65 +76,59 @@ class ConnectionLimits:
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus per-phase deadlines and eviction at the connection cap."""
+    """uvicorn's httptools protocol plus per-phase deadlines and eviction at the connection cap.
+
+    A phase change only stores a deadline (no timer per request); one sweep per server, every `_SWEEP_EVERY_S`
+    (at most), closes the connections whose deadline has passed.
+    """
 
     def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
         """Same arguments as uvicorn's protocol, plus the limits (bound with functools.partial in `config.http`)."""
         super().__init__(*args, **kwargs)
         self._limits = limits
         self._phase = _IDLE
-        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
         self._opened = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Count the connection, evict the oldest slow one at the cap, and start the idle clock."""
         super().connection_made(transport)
-        self._opened = time.monotonic()
+        self._opened = now = self.loop.time()
+        self._deadline = now + self._limits.idle_timeout
         if len(self.connections) > self._limits.max_connections:
             self._evict_one()
-        self._arm(self._limits.idle_timeout)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Drop the timer with the connection."""
-        self._cancel()
-        super().connection_lost(exc)
+        if not getattr(self.server_state, _SWEEP_ATTRIBUTE, False):
+            setattr(self.server_state, _SWEEP_ATTRIBUTE, True)
+            interval = min(_SWEEP_EVERY_S, self._limits.header_timeout / 2, self._limits.idle_timeout / 2)
+            _schedule_sweep(self.loop, self.connections, interval)
 
     def data_received(self, data: bytes) -> None:
         """The first byte of a request starts the header clock (uvicorn cancels its keep-alive timer here)."""
         if self._phase == _IDLE:
             self._phase = _HEADERS
-            self._arm(self._limits.header_timeout)
+            self._deadline = self.loop.time() + self._limits.header_timeout
         super().data_received(data)
 
     def on_headers_complete(self) -> None:
         """Headers in: the body clock starts."""
         super().on_headers_complete()
         self._phase = _BODY
-        self._arm(self._limits.body_timeout)
+        self._deadline = self.loop.time() + self._limits.body_timeout
 
     def on_message_complete(self) -> None:
         """The whole request is in: no deadline while the model answers."""
         super().on_message_complete()
         self._phase = _HANDLING
-        self._cancel()
+        self._deadline = None
 
     def on_response_complete(self) -> None:
-        """Back to idle; uvicorn arms its keep-alive timer (or starts a pipelined request)."""
+        """Back to idle (uvicorn also arms its keep-alive timer, or starts a pipelined request)."""
         self._phase = _IDLE
-        self._cancel()
+        self._deadline = self.loop.time() + self._limits.idle_timeout
         super().on_response_complete()
 
-    def _arm(self, seconds: float) -> None:
-        self._cancel()
-        self._timer = self.loop.call_later(seconds, self._expire)
-
-    def _cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _expire(self) -> None:
-        self._timer = None
+        self._deadline = None
         if self.transport.is_closing():
             return
         if self._phase in (_HEADERS, _BODY):
@@ -148,7 +157,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         oldest = min(candidates, key=lambda c: c._opened)
         global _last_eviction_log
-        now = time.monotonic()
+        now = self.loop.time()
         if now - _last_eviction_log > _EVICTION_LOG_EVERY_S:  # an attack must not become a flood of log lines
             _last_eviction_log = now
             logger.warning(

@@ -225,7 +225,7 @@ def test_the_predictor_policy_admits_every_port_the_service_targets_with_and_wit
 ):
     from predictor_preview import service_ports
 
-    from components.monitoring.sink import logger_spec
+    from components.payload_log import logger_spec
 
     (runtime,) = by_kind(rendered[overlay], "ServingRuntime")
     isvc = build_inference_service(

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from components.monitoring.reference import build_reference_profile, write_reference_profile
+from components.reference_profile import build_reference_profile, write_reference_profile
 
 # The fake KFP API lives with the cluster tests (tests/cluster/fake_kfp_api.py); the retrain and schedule tests
 # here drive the same fake, so its folder is importable from this one too.

@@ -10,8 +10,8 @@ from types import ModuleType
 
 import pandas as pd
 
-from components.constants import MODEL_SHA256_ANNOTATION
-from components.monitoring.payload_log import PayloadLogWriter
+from components.constants import MODEL_SHA256_ANNOTATION, RETRAIN_REQUEST_FILENAME
+from components.payload_log import PayloadLogWriter
 
 IRIS_TRAIN_ROWS = 120
 """What Iris' 80/20 train split leaves for the profile."""
@@ -20,6 +20,12 @@ IRIS_TRAIN_ROWS = 120
 def pipeline_cli() -> ModuleType:
     """The repository's `pipeline.py` (imported by name at run time; `tests/pipeline/` shadows it for mypy)."""
     return importlib.import_module("pipeline")
+
+
+def read_retrain_request(directory: Path) -> dict | None:
+    """The retraining request a monitoring run recorded in `directory` (nothing in the product reads it back)."""
+    target = directory / RETRAIN_REQUEST_FILENAME
+    return json.loads(target.read_text(encoding="utf-8")) if target.is_file() else None
 
 
 def shift_feature(frame: pd.DataFrame, column: str, by: float) -> pd.DataFrame:

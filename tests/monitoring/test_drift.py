@@ -34,7 +34,7 @@ from components.monitoring.drift import (
     holm_adjusted,
     population_stability_index,
 )
-from components.monitoring.reference import build_reference_profile
+from components.reference_profile import build_reference_profile
 
 WINDOWS = 150
 WINDOW_ROWS = DEFAULT_MIN_RECORDS

@@ -9,8 +9,8 @@ import pytest
 
 from components.constants import DRIFT_STATUS_DRIFT, DRIFT_STATUS_NOT_ENOUGH_DATA, DRIFT_STATUS_OK
 from components.monitoring.drift import detect_drift
-from components.monitoring.reference import build_reference_profile
 from components.monitoring.report import NOT_EVALUATED, feature_svg, render_drift_report_html
+from components.reference_profile import build_reference_profile
 
 
 class TagCounter(HTMLParser):

@@ -21,7 +21,7 @@ from components.constants import (
 )
 from components.monitoring.drift import detect_drift
 from components.monitoring.kserve_blob import kserve_blob_logger_spec, read_kserve_blob_window
-from components.monitoring.reference import build_reference_profile
+from components.reference_profile import build_reference_profile
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 

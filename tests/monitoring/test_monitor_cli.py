@@ -16,8 +16,8 @@ from fake_kfp_api import FakeKfpApi
 from monitoring_helpers import pipeline_cli, shift_feature, write_log
 
 from components.constants import DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME, MONITORING_PIPELINE_NAME
-from components.monitoring.__main__ import _parser, main, parse_args
-from components.monitoring.reference import build_reference_profile, write_reference_profile
+from components.monitoring.cli import _parser, main, parse_args
+from components.reference_profile import build_reference_profile, write_reference_profile
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:This client only works:FutureWarning",

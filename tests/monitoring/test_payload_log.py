@@ -9,6 +9,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,21 +25,15 @@ from components.constants import (
     PAYLOAD_LOG_DATE_PREFIX,
     PAYLOAD_SOURCE_LOCAL,
 )
-from components.monitoring.payload_log import (
-    DEFAULT_FLUSH_INTERVAL_S,
-    METADATA_COLUMNS,
-    PayloadLogError,
-    PayloadLogWriter,
-    list_payload_files,
-    read_payload_window,
-)
+from components.monitoring.payload_reader import list_payload_files, read_payload_window
+from components.payload_log import DEFAULT_FLUSH_INTERVAL_S, METADATA_COLUMNS, PayloadLogError, PayloadLogWriter
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 
 
 def make_writer(log_dir: Path, **kwargs) -> PayloadLogWriter:
-    options = {"batch_size": 7, "flush_interval_s": 0.05} | kwargs
-    return PayloadLogWriter(log_dir, model_name="iris", model_sha256="ab" * 32, feature_names=FEATURES, **options)
+    options: dict[str, Any] = {"batch_size": 7, "flush_interval_s": 0.05, "feature_names": FEATURES} | kwargs
+    return PayloadLogWriter(log_dir, model_name="iris", model_sha256="ab" * 32, **options)
 
 
 def test_close_writes_every_recorded_row_from_many_threads(tmp_path: Path) -> None:
@@ -124,6 +119,19 @@ def test_window_bounds_and_day_partitions(tmp_path: Path) -> None:
     assert naive["sepal length (cm)"].tolist() == [4.0, 5.0]  # naive times are UTC
 
 
+def test_files_from_before_a_feature_was_added_are_read_with_the_new_column_empty(tmp_path: Path) -> None:
+    # given: the model was retrained under the same name with one more feature
+    first = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    with make_writer(tmp_path) as writer:
+        writer.record(np.ones((2, 4)), [0, 1], timestamp=first)
+    with make_writer(tmp_path, feature_names=[*FEATURES, "stem length (cm)"]) as writer:
+        writer.record(np.full((1, 5), 2.0), [2], timestamp=first + timedelta(days=1))
+    # when: one window spans both, then: every column is there, the old rows without the new feature
+    window = read_payload_window(tmp_path, model_name="iris", start=None, end=None)
+    assert window["stem length (cm)"].isna().tolist() == [True, True, False]
+    assert window[PAYLOAD_COLUMN_PREDICTION].tolist() == ["0", "1", "2"]
+
+
 def test_unknown_model_gives_empty_frame_but_missing_dir_is_an_error(tmp_path: Path) -> None:
     assert read_payload_window(tmp_path, model_name="nobody", start=None, end=None).empty
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -159,7 +167,7 @@ def test_a_broken_destination_never_reaches_the_caller(tmp_path: Path) -> None:
 def test_object_store_locations_resolve_to_an_s3_filesystem() -> None:
     import pyarrow.fs as pafs
 
-    from components.monitoring.payload_log import open_filesystem
+    from components.monitoring.payload_reader import open_filesystem
 
     fs, path = open_filesystem("minio://mlpipeline/payload-logs", s3_endpoint="http://seaweedfs.kubeflow:9000")
     assert isinstance(fs, pafs.S3FileSystem) and path == "mlpipeline/payload-logs"
@@ -170,7 +178,7 @@ def test_a_broken_destination_is_logged_once_not_per_flush(tmp_path: Path, caplo
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the log directory should be")
     writer = make_writer(blocker, batch_size=1)  # every record() is its own flush, hence its own failure
-    with caplog.at_level(logging.WARNING, logger="components.monitoring.payload_log"):
+    with caplog.at_level(logging.WARNING, logger="components.payload_log"):
         for _ in range(20):
             writer.record(np.ones((1, 4)), [0])
         writer.close()
@@ -193,7 +201,7 @@ def test_feature_names_that_clash_with_log_columns_are_refused_at_the_data_step(
 _RECORD_THEN_HANG = """
 import sys, threading
 import numpy as np
-from components.monitoring.payload_log import PayloadLogWriter
+from components.payload_log import PayloadLogWriter
 writer = PayloadLogWriter(sys.argv[1], model_name="iris", model_sha256="ab" * 32, feature_names=list("abcd"))
 writer.record(np.full((3, 4), 7.0), [1, 2, 3])
 print("recorded", flush=True)

@@ -10,13 +10,12 @@ import pandas as pd
 import pytest
 
 from components.constants import REFERENCE_PROFILE_FILENAME, REFERENCE_PROFILE_SCHEMA_VERSION
-from components.monitoring.reference import (
+from components.reference_profile import (
     MIN_ROWS_PER_BIN,
     ReferenceProfileError,
     bin_proportions,
     build_reference_profile,
     load_reference_profile,
-    load_reference_profile_from_uri,
     write_reference_profile,
 )
 
@@ -25,8 +24,13 @@ def test_profile_round_trips_through_the_model_directory(tmp_path: Path, iris_fr
     profile = build_reference_profile(iris_frame)
     path = write_reference_profile(tmp_path, profile)
     assert path.name == REFERENCE_PROFILE_FILENAME
-    assert load_reference_profile(tmp_path) == json.loads(json.dumps(profile))
-    assert load_reference_profile_from_uri(str(tmp_path)) == load_reference_profile(path)
+    assert load_reference_profile(tmp_path).model_dump() == json.loads(json.dumps(profile))
+    # A URI goes through a pyarrow filesystem (as s3:// does on a cluster): the directory or the file itself.
+    assert (
+        load_reference_profile(tmp_path.as_uri())
+        == load_reference_profile(path.as_uri())
+        == load_reference_profile(path)
+    )
 
 
 def test_profile_contents(iris_frame: pd.DataFrame) -> None:
@@ -101,6 +105,29 @@ def test_a_version_1_profile_is_read_with_tie_safe_bins(tmp_path: Path, iris_fra
     (tmp_path / REFERENCE_PROFILE_FILENAME).write_text(json.dumps(old))
     # when it is loaded, then: the bins are rebuilt from the stored sample, as a new profile would have them
     loaded = load_reference_profile(tmp_path)
-    assert loaded["schema_version"] == REFERENCE_PROFILE_SCHEMA_VERSION
-    assert loaded["features"]["petal width (cm)"]["bin_edges"] == current["features"]["petal width (cm)"]["bin_edges"]
-    assert loaded["features"] == current["features"]
+    assert loaded.schema_version == REFERENCE_PROFILE_SCHEMA_VERSION
+    assert loaded.features["petal width (cm)"].bin_edges == current["features"]["petal width (cm)"]["bin_edges"]
+    assert loaded.model_dump()["features"] == current["features"]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: p.update(schema_version=99), "schema_version 99 is not 2; rebuild it"),
+        (lambda p: p.pop("schema_version"), "schema_version None is not 2"),
+        (lambda p: p.update(feature_names=[]), "has no feature_names"),
+        (lambda p: p["features"].pop("f1"), "has no entry for feature 'f1'"),
+        (lambda p: p["features"].update(f1=3), "has no entry for feature 'f1'"),
+        (lambda p: p["features"]["f1"].pop("std"), "entry for 'f1' lacks 'std'"),
+        (lambda p: p["features"]["f1"].update(bin_edges=[0.5] * 20), "entry for 'f1': bins and edges do not match"),
+        (lambda p: p["features"]["f1"].update(sample=[]), "entry for 'f1' has an empty or non-finite sample"),
+        (lambda p: p["features"]["f1"].update(mean="abc"), "features.f1.mean: Input should be a valid number"),
+    ],
+)
+def test_a_damaged_profile_is_named_in_one_line(tmp_path: Path, damage, message: str) -> None:
+    profile = build_reference_profile(pd.DataFrame({"f0": np.arange(40.0), "f1": np.arange(40.0) % 7}))
+    damage(profile)
+    (tmp_path / REFERENCE_PROFILE_FILENAME).write_text(json.dumps(profile))
+    with pytest.raises(ReferenceProfileError) as caught:
+        load_reference_profile(tmp_path)
+    assert message in str(caught.value) and "\n" not in str(caught.value)

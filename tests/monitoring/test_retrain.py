@@ -5,11 +5,12 @@ No `from __future__ import annotations` here: KFP reads the probe component's an
 
 import json
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 from fake_kfp_api import FakeKfpApi
-from monitoring_helpers import pipeline_cli
+from monitoring_helpers import pipeline_cli, read_retrain_request
 
 from components.constants import (
     DRIFT_STATUS_DRIFT,
@@ -27,7 +28,6 @@ from components.monitoring.retrain import (
     describe_command,
     local_training_command,
     new_retrain_request,
-    read_retrain_request,
     training_arguments_from_card,
     trigger_retraining,
     write_retrain_request,
@@ -55,10 +55,10 @@ def test_retrain_request_round_trip_and_replacement(tmp_path: Path) -> None:
     report = {"message": "drift in 1 of 4 features: a", "drifted_features": ["a"]}
     first = new_retrain_request(model_name="iris", model_uri="s3://models/iris/1", report=report)
     write_retrain_request(tmp_path, first)
-    assert read_retrain_request(tmp_path) == first
+    assert read_retrain_request(tmp_path) == asdict(first)
     second = new_retrain_request(model_name="iris", model_uri="s3://models/iris/2", report=report)
     write_retrain_request(tmp_path, second)
-    assert read_retrain_request(tmp_path) == second
+    assert read_retrain_request(tmp_path) == asdict(second)
     assert [p.name for p in tmp_path.iterdir()] == [RETRAIN_REQUEST_FILENAME]  # no temp files left
     assert json.loads((tmp_path / RETRAIN_REQUEST_FILENAME).read_text())["drifted_features"] == ["a"]
 

@@ -19,15 +19,15 @@ from components.constants import (
     PAYLOAD_COLUMN_TIMESTAMP,
     PAYLOAD_SOURCE_KSERVE_LOGGER,
 )
-from components.monitoring.payload_log import PayloadLogWriter, read_payload_window
+from components.monitoring.payload_reader import read_payload_window
 from components.monitoring.sink import (
     CloudEventError,
     PayloadEventSink,
     build_app,
     decode_cloudevent,
-    logger_spec,
     parse_feature_names,
 )
+from components.payload_log import PayloadLogWriter, logger_spec
 
 with warnings.catch_warnings():
     # starlette asks for httpx2 in its test client; the project pins httpx, which works

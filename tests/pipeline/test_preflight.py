@@ -143,3 +143,11 @@ def test_each_parameter_is_checked_with_a_message_naming_it(override, message):
 def test_the_default_model_name_follows_the_dataset_and_is_always_valid(dataset, name):
     assert default_model_name(dataset) == name
     assert check_model_name(name) == name
+
+
+def test_scaling_parameters_are_checked_by_the_inference_service_builders_rules():
+    accepted = {**DEFAULTS, "min_replicas": 1, "max_replicas": 3, "predictor_cpu_request": ""}
+    validate_parameters(accepted, accepted=accepted)
+    with pytest.raises(ParameterError, match="max_replicas") as caught:
+        validate_parameters({**accepted, "min_replicas": 5, "max_replicas": 2}, accepted=accepted)
+    assert "\n" not in str(caught.value)

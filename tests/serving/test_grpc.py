@@ -11,9 +11,9 @@ import importlib.util
 import json
 import re
 import subprocess
-import threading
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +339,16 @@ def test_an_unready_model_is_unavailable(tmp_path: Path) -> None:
         servicer, host="127.0.0.1", port=port, max_receive_bytes=1 << 20, max_send_bytes=1 << 20, grace_period=1
     )
     loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_until_complete, args=(server.start(),), daemon=True)
+    done = asyncio.Event()
+
+    async def lifecycle() -> None:
+        # Start and stop on the server's own loop (grpc.aio), in a thread, while this thread is the client.
+        serving = asyncio.ensure_future(server.start())
+        await done.wait()
+        await server.stop()
+        await serving
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(lifecycle(),), daemon=True)
     thread.start()
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -351,10 +360,11 @@ def test_an_unready_model_is_unavailable(tmp_path: Path) -> None:
             error = _refused(stub, _fp64(np.array([GOOD_ROW])))
             assert error.code() == grpc.StatusCode.UNAVAILABLE and "not ready" in error.details()
     finally:
-        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(done.set)
         thread.join(timeout=30)
     assert not thread.is_alive()
 
 
-def model_lookup(model: object):  # noqa: ANN201 - a registry with one model, as KServe's get_model
+def model_lookup(model: object) -> Callable[[str], object | None]:
+    """A registry with one model, looked up like KServe's `ModelRepository.get_model`."""
     return {"iris": model}.get

@@ -1,5 +1,9 @@
 """Payload logs: one Parquet record per predicted row, written in batches off the request path.
 
+The core owns the log's schema and writer: the model server writes it (`serve --payload_log_dir`), the data step
+refuses features named like its columns, the deploy step points KServe's logger at the sink (`logger_spec`), and
+`components.monitoring` reads it back.
+
 Layout (the same for the local server and the cluster sink)::
 
     <log_dir>/<model_name>/date=YYYY-MM-DD/part-<utc time>-<random>.parquet
@@ -21,12 +25,14 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.atomic import fsync_directory
 from components.constants import (
+    KSERVE_LOGGER_MODES,
+    MODEL_SHA256_ANNOTATION,
     PAYLOAD_COLUMN_MODEL_NAME,
     PAYLOAD_COLUMN_MODEL_SHA256,
     PAYLOAD_COLUMN_PREDICTION,
@@ -40,7 +46,6 @@ from components.constants import (
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
     import pyarrow as pa
     import pyarrow.fs as pafs
 
@@ -112,25 +117,6 @@ def resolve_destination(destination: Path | str, filesystem: pafs.FileSystem | N
         fs, path = pafs.FileSystem.from_uri(text)
         return fs, path.rstrip("/")
     return pafs.LocalFileSystem(), str(Path(text).resolve())
-
-
-def open_filesystem(uri: str, *, s3_endpoint: str = "") -> tuple[pafs.FileSystem | None, str]:
-    """A filesystem for a log or model location given as a pipeline parameter.
-
-    `minio://bucket/key` (KFP artifact URIs) is read as `s3://bucket/key`. With `s3_endpoint` (e.g.
-    `http://seaweedfs.kubeflow:9000`) an S3-compatible store is used; pyarrow takes the credentials from
-    `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`. Local paths return `(None, uri)`.
-    """
-    import pyarrow.fs as pafs
-
-    text = uri.strip()
-    if text.startswith("minio://"):
-        text = "s3://" + text.removeprefix("minio://")
-    if text.startswith("s3://") and s3_endpoint:
-        scheme, _, host = s3_endpoint.partition("://")
-        fs = pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "http")
-        return fs, text.removeprefix("s3://")
-    return None, text
 
 
 def partition_dir(base: str, model_name: str, day: date) -> str:
@@ -436,95 +422,29 @@ def to_utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def list_payload_files(
-    log_dir: Path | str,
+def logger_spec(
+    sink_url: str,
+    mode: str = "all",
     *,
-    model_name: str,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    filesystem: pafs.FileSystem | None = None,
-) -> list[str]:
-    """Finished Parquet files of one model whose day partition overlaps `[start, end)`.
-
-    Raises:
-        FileNotFoundError: `log_dir` itself does not exist (a wrong path, not "no traffic yet").
-    """
-    import pyarrow.fs as pafs
-
-    fs, base = resolve_destination(log_dir, filesystem)
-    if fs.get_file_info(base).type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"payload log directory {log_dir} does not exist")
-    model_root = f"{base}/{model_name}"
-    if fs.get_file_info(model_root).type != pafs.FileType.Directory:
-        return []
-    first = to_utc(start).date() if start else date.min
-    last = to_utc(end).date() if end else date.max
-    files: list[str] = []
-    for info in fs.get_file_info(pafs.FileSelector(model_root)):
-        name = info.base_name
-        if info.type != pafs.FileType.Directory or not name.startswith(PAYLOAD_LOG_DATE_PREFIX):
-            continue
-        try:
-            day = date.fromisoformat(name.removeprefix(PAYLOAD_LOG_DATE_PREFIX))
-        except ValueError:
-            continue
-        if not first <= day <= last:
-            continue
-        for entry in fs.get_file_info(pafs.FileSelector(info.path)):
-            if entry.base_name.startswith((".", "_")) or not entry.base_name.endswith(PAYLOAD_LOG_SUFFIX):
-                continue
-            files.append(entry.path)
-    return sorted(files)
-
-
-def read_payload_window(
-    log_dir: Path | str,
-    *,
-    model_name: str,
-    start: datetime | None,
-    end: datetime | None,
-    filesystem: pafs.FileSystem | None = None,
-) -> pd.DataFrame:
-    """Read one model's logged rows with `start <= timestamp < end`, oldest first.
+    metadata_annotations: Sequence[str] = (MODEL_SHA256_ANNOTATION,),
+) -> dict[str, Any]:
+    """The `spec.predictor.logger` block that sends an InferenceService's payloads to the sink (monitoring/sink.py).
 
     Args:
-        log_dir: Log root given to the writer or sink (directory or URI).
-        model_name: Which model's records.
-        start: Inclusive lower bound (naive = UTC); None for no bound.
-        end: Exclusive upper bound (naive = UTC); None for no bound.
-        filesystem: A ready pyarrow filesystem for `log_dir` (S3 endpoint and credentials).
+        sink_url: The sink's in-cluster URL, e.g. `http://payload-logger.kserve-models.svc.cluster.local`.
+        mode: `all` (request and response: features + prediction) or `request` (features only). `response`
+            alone carries no inputs, so drift could not be checked: refused.
+        metadata_annotations: InferenceService annotations KServe copies into each event; the sink reads the
+            model's sha256 from `constants.MODEL_SHA256_ANNOTATION` when present.
 
     Returns:
-        A frame with the payload columns; empty (with the metadata columns) when no record falls in the window.
-
-    Raises:
-        FileNotFoundError: `log_dir` does not exist.
-        PayloadLogError: `start` is not before `end`.
+        A dict to put at `spec.predictor.logger`.
     """
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if start is not None and end is not None and to_utc(start) >= to_utc(end):
-        raise PayloadLogError(f"window start {start} is not before end {end}")
-    fs, _ = resolve_destination(log_dir, filesystem)
-    paths = list_payload_files(log_dir, model_name=model_name, start=start, end=end, filesystem=filesystem)
-    if not paths:
-        return pd.DataFrame({column: pd.Series(dtype=object) for column in METADATA_COLUMNS})
-    # Files of one model can differ in schema only if its features changed; promote instead of failing.
-    tables = [pq.read_table(path, filesystem=fs) for path in paths]
-    frame = pa.concat_tables(tables, promote_options="default").to_pandas()
-    mask = pd.Series(True, index=frame.index)
-    if start is not None:
-        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] >= pd.Timestamp(to_utc(start))
-    if end is not None:
-        mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] < pd.Timestamp(to_utc(end))
-    return frame.loc[mask].sort_values(PAYLOAD_COLUMN_TIMESTAMP, kind="stable").reset_index(drop=True)
-
-
-def window_bounds(end: datetime | None, hours: float) -> tuple[datetime, datetime]:
-    """The `[end - hours, end)` window a scheduled check reads (end defaults to now, UTC)."""
-    if hours <= 0:
-        raise PayloadLogError(f"window hours must be > 0, got {hours}")
-    stop = to_utc(end) if end is not None else datetime.now(UTC)
-    return stop - timedelta(hours=hours), stop
+    if mode not in KSERVE_LOGGER_MODES or mode == "response":
+        raise ValueError(f"logger mode must be 'all' or 'request' for drift monitoring, got {mode!r}")
+    if not sink_url.startswith(("http://", "https://")):
+        raise ValueError(f"sink_url must be an http(s) URL, got {sink_url!r}")
+    spec: dict[str, Any] = {"url": sink_url, "mode": mode}
+    if metadata_annotations:
+        spec["metadataAnnotations"] = list(metadata_annotations)
+    return spec

@@ -1,23 +1,27 @@
 """The training data's reference profile: what "normal" inputs look like, stored beside the model.
 
 Train writes `build_reference_profile(features)` as `constants.REFERENCE_PROFILE_FILENAME` in the model
-directory; the monitoring pipeline compares logged traffic with it. It holds, per feature, quantile bin edges
-and proportions (for PSI) and a bounded random sample (for the two-sample KS test), so the training data itself
-is not needed at monitoring time.
+directory; the monitoring pipeline (`components.monitoring`) compares logged traffic with it. It holds, per
+feature, quantile bin edges and proportions (for PSI) and a bounded random sample (for the two-sample KS test),
+so the training data itself is not needed at monitoring time.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.constants import REFERENCE_PROFILE_FILENAME, REFERENCE_PROFILE_SCHEMA_VERSION
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    import pyarrow.fs as pafs
 
 DEFAULT_BINS = 10
 """Deciles: the usual PSI binning; each bin holds ~10% of the training rows."""
@@ -128,45 +132,103 @@ def build_reference_profile(
     return profile
 
 
-def validate_reference_profile(profile: dict[str, Any]) -> dict[str, Any]:
+class FeatureProfile(BaseModel):
+    """One feature's entry: what PSI (bins), KS and the spread test (sample, std) read."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float
+    std: float
+    bin_edges: list[float]
+    bin_proportions: list[float]
+    sample: list[float]
+    count: int | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class ReferenceProfile(BaseModel):
+    """A decoded `reference_profile.json`; `validate_reference_profile` builds it and names the first problem."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: int
+    feature_names: list[str] = Field(min_length=1)
+    features: dict[str, FeatureProfile]
+    rows: int | None = None
+    bins: int = DEFAULT_BINS
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _known_version(cls, version: Any) -> Any:
+        if version not in (_SCHEMA_QUANTILE_EDGES, REFERENCE_PROFILE_SCHEMA_VERSION):
+            raise ValueError(
+                f"reference profile schema_version {version!r} is not {REFERENCE_PROFILE_SCHEMA_VERSION}; "
+                "rebuild it with build_reference_profile"
+            )
+        return version
+
+    @model_validator(mode="after")
+    def _every_feature_usable(self) -> ReferenceProfile:
+        for name in self.feature_names:
+            entry = self.features.get(name)
+            if entry is None:
+                raise ValueError(f"reference profile has no entry for feature '{name}'")
+            if len(entry.bin_proportions) != len(entry.bin_edges) + 1:
+                raise ValueError(f"reference profile entry for '{name}': bins and edges do not match")
+            if not entry.sample or not all(math.isfinite(v) for v in entry.sample):
+                raise ValueError(f"reference profile entry for '{name}' has an empty or non-finite sample")
+        return self
+
+
+def validate_reference_profile(profile: Mapping[str, Any] | ReferenceProfile) -> ReferenceProfile:
     """Check a decoded profile has what the drift check reads, naming the first problem.
 
     A version-1 profile (bin edges on quantiles, which can sit on tied values) is returned upgraded: its bins
     are rebuilt from its stored sample (all training values up to `DEFAULT_SAMPLE_SIZE` rows).
+
+    Raises:
+        ReferenceProfileError: One line naming the first problem.
     """
-    version = profile.get("schema_version")
-    if version not in (_SCHEMA_QUANTILE_EDGES, REFERENCE_PROFILE_SCHEMA_VERSION):
-        raise ReferenceProfileError(
-            f"reference profile schema_version {version!r} is not {REFERENCE_PROFILE_SCHEMA_VERSION}; "
+    if not isinstance(profile, ReferenceProfile):
+        try:
+            profile = ReferenceProfile.model_validate(profile)
+        except ValidationError as error:
+            raise ReferenceProfileError(_first_problem(error)) from None
+    return _upgraded(profile) if profile.schema_version == _SCHEMA_QUANTILE_EDGES else profile
+
+
+def _first_problem(error: ValidationError) -> str:
+    first = error.errors(include_url=False)[0]
+    if "error" in first.get("ctx", {}):  # the model's own check already says it in full
+        return str(first["ctx"]["error"])
+    location = first["loc"]
+    if location[0] == "schema_version":  # absent: the validator above never ran
+        return (
+            f"reference profile schema_version None is not {REFERENCE_PROFILE_SCHEMA_VERSION}; "
             "rebuild it with build_reference_profile"
         )
-    names = profile.get("feature_names")
-    if not isinstance(names, list) or not names:
-        raise ReferenceProfileError("reference profile has no feature_names")
-    for name in names:
-        entry = profile.get("features", {}).get(name)
-        if not isinstance(entry, dict):
-            raise ReferenceProfileError(f"reference profile has no entry for feature '{name}'")
-        for key in ("bin_edges", "bin_proportions", "sample", "mean", "std"):
-            if key not in entry:
-                raise ReferenceProfileError(f"reference profile entry for '{name}' lacks '{key}'")
-        if len(entry["bin_proportions"]) != len(entry["bin_edges"]) + 1:
-            raise ReferenceProfileError(f"reference profile entry for '{name}': bins and edges do not match")
-        if not entry["sample"] or not all(math.isfinite(v) for v in entry["sample"]):
-            raise ReferenceProfileError(f"reference profile entry for '{name}' has an empty or non-finite sample")
-    return _upgraded(profile) if version == _SCHEMA_QUANTILE_EDGES else profile
+    if location[0] == "feature_names":
+        return "reference profile has no feature_names"
+    if location[0] == "features" and len(location) == 2:
+        return f"reference profile has no entry for feature '{location[1]}'"
+    if location[0] == "features" and len(location) > 2 and first["type"] == "missing":
+        return f"reference profile entry for '{location[1]}' lacks '{location[2]}'"
+    return f"reference profile {'.'.join(str(part) for part in location)}: {first['msg']}"
 
 
-def _upgraded(profile: dict[str, Any]) -> dict[str, Any]:
+def _upgraded(profile: ReferenceProfile) -> ReferenceProfile:
     import numpy as np
 
     features = {}
-    for name in profile["feature_names"]:
-        entry = profile["features"][name]
-        sample = np.asarray(entry["sample"], dtype=np.float64)
-        edges = tie_safe_edges(sample, bins_for(len(sample), int(profile.get("bins", DEFAULT_BINS))))
-        features[name] = {**entry, "bin_edges": edges, "bin_proportions": bin_proportions(sample, edges)}
-    return {**profile, "schema_version": REFERENCE_PROFILE_SCHEMA_VERSION, "features": features}
+    for name in profile.feature_names:
+        entry = profile.features[name]
+        sample = np.asarray(entry.sample, dtype=np.float64)
+        edges = tie_safe_edges(sample, bins_for(len(sample), profile.bins))
+        features[name] = entry.model_copy(
+            update={"bin_edges": edges, "bin_proportions": bin_proportions(sample, edges)}
+        )
+    return profile.model_copy(update={"schema_version": REFERENCE_PROFILE_SCHEMA_VERSION, "features": features})
 
 
 def write_reference_profile(model_dir: Path, profile: dict[str, Any]) -> Path:
@@ -176,43 +238,45 @@ def write_reference_profile(model_dir: Path, profile: dict[str, Any]) -> Path:
     return path
 
 
-def load_reference_profile(path: Path) -> dict[str, Any]:
+def load_reference_profile(location: Path | str, *, filesystem: pafs.FileSystem | None = None) -> ReferenceProfile:
     """Read and validate a profile from a model directory or from the JSON file itself.
+
+    Args:
+        location: A local directory or file, a URI pyarrow understands (`s3://bucket/key`), or a path on
+            `filesystem`.
+        filesystem: A ready pyarrow filesystem (S3 endpoint and credentials set) that `location` is a path on.
 
     Raises:
         FileNotFoundError: No profile there (models trained before monitoring existed have none).
         ReferenceProfileError: The file is not a usable profile.
     """
-    file = path / REFERENCE_PROFILE_FILENAME if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(
-            f"no {REFERENCE_PROFILE_FILENAME} at {path}: retrain the model with the current pipeline to get one"
-        )
+    if filesystem is None and "://" not in str(location):
+        path = Path(location)
+        local = path / REFERENCE_PROFILE_FILENAME if path.is_dir() else path
+        if not local.is_file():
+            raise FileNotFoundError(
+                f"no {REFERENCE_PROFILE_FILENAME} at {path}: retrain the model with the current pipeline to get one"
+            )
+        file = str(local)
+        text = local.read_text(encoding="utf-8")
+    else:
+        import pyarrow.fs as pafs
+
+        if filesystem is None:
+            filesystem, name = pafs.FileSystem.from_uri(str(location))
+        else:
+            name = str(location)
+        file = name.rstrip("/")
+        if not file.endswith(".json"):
+            file = f"{file}/{REFERENCE_PROFILE_FILENAME}"
+        if filesystem.get_file_info(file).type != pafs.FileType.File:
+            raise FileNotFoundError(f"no {REFERENCE_PROFILE_FILENAME} at {location}")
+        with filesystem.open_input_stream(file) as stream:
+            text = stream.read().decode("utf-8")
     try:
-        profile = json.loads(file.read_text(encoding="utf-8"))
+        profile = json.loads(text)
     except json.JSONDecodeError as error:
         raise ReferenceProfileError(f"{file} is not valid JSON: {error}") from error
     if not isinstance(profile, dict):
         raise ReferenceProfileError(f"{file} does not hold a JSON object")
-    return validate_reference_profile(profile)
-
-
-def load_reference_profile_from_uri(model_uri: str, *, s3_endpoint: str = "") -> dict[str, Any]:
-    """Read the profile from a model directory given as a local path or an `s3://` / `minio://` URI."""
-    from components.monitoring.payload_log import open_filesystem
-
-    filesystem, path = open_filesystem(model_uri, s3_endpoint=s3_endpoint)
-    if filesystem is None and "://" not in path:
-        return load_reference_profile(Path(path))
-    import pyarrow.fs as pafs
-
-    if filesystem is None:
-        filesystem, path = pafs.FileSystem.from_uri(path)
-    file = path.rstrip("/")
-    if not file.endswith(".json"):
-        file = f"{file}/{REFERENCE_PROFILE_FILENAME}"
-    if filesystem.get_file_info(file).type != pafs.FileType.File:
-        raise FileNotFoundError(f"no {REFERENCE_PROFILE_FILENAME} at {model_uri}")
-    with filesystem.open_input_stream(file) as stream:
-        profile = json.loads(stream.read().decode("utf-8"))
     return validate_reference_profile(profile)
