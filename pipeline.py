@@ -37,9 +37,13 @@ from components.constants import (
     DEFAULT_IMAGE,
     DEFAULT_LABEL_COLUMN,
     DEFAULT_LOCAL_ROOT,
+    DEFAULT_MAX_REPLICAS,
+    DEFAULT_MIN_REPLICAS,
     DEFAULT_MODEL_FAMILY,
     DEFAULT_MODEL_NAME,
     DEFAULT_NAMESPACE,
+    DEFAULT_SCALE_METRIC,
+    DEFAULT_SCALE_TARGET,
     DEPLOY_TARGET_KUBERNETES,
     DEPLOY_TARGET_LOCAL,
     LOCAL_STORE_DIRNAME,
@@ -92,6 +96,14 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
         predictor_service_account: str = "",
         deploy_timeout_seconds: int = int(DEFAULT_DEPLOY_TIMEOUT_SECONDS),
         payload_logger_url: str = "",
+        min_replicas: int = DEFAULT_MIN_REPLICAS,
+        max_replicas: int = DEFAULT_MAX_REPLICAS,
+        scale_metric: str = DEFAULT_SCALE_METRIC,
+        scale_target: int = DEFAULT_SCALE_TARGET,
+        predictor_cpu_request: str = "",
+        predictor_memory_request: str = "",
+        predictor_cpu_limit: str = "",
+        predictor_memory_limit: str = "",
     ) -> TrainingOutputs:
         """Steps: load_data (validate, stratified split) -> train -> evaluate -> deploy, only if the gate passes.
 
@@ -112,6 +124,14 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
             deploy_timeout_seconds: How long deploy waits for the InferenceService to be ready.
             payload_logger_url: KServe logger sink for payloads, e.g. the one `manifests/monitoring` deploys
                 (`http://payload-logger.kserve-models.svc.cluster.local`); empty: no payload logging.
+            min_replicas: Fewest predictor pods (kubernetes; Standard mode: at least 1).
+            max_replicas: Most predictor pods; KServe's HPA scales between the bounds (kubernetes).
+            scale_metric: What the HPA scales on: `cpu` or `memory` (kubernetes).
+            scale_target: Target utilisation of the request, percent (kubernetes).
+            predictor_cpu_request: Model server CPU request, e.g. `500m`; empty keeps the ServingRuntime's.
+            predictor_memory_request: Memory request, e.g. `256Mi`; empty keeps the ServingRuntime's.
+            predictor_cpu_limit: CPU limit; empty keeps the ServingRuntime's.
+            predictor_memory_limit: Memory limit; empty keeps the ServingRuntime's.
         """
         data = ops.load_data(dataset=dataset, label_column=label_column, test_fraction=test_fraction, seed=seed)
         data.set_display_name("load and split data")
@@ -145,6 +165,14 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 run_name=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
                 payload_logger_url=payload_logger_url,
+                min_replicas=min_replicas,
+                max_replicas=max_replicas,
+                scale_metric=scale_metric,
+                scale_target=scale_target,
+                predictor_cpu_request=predictor_cpu_request,
+                predictor_memory_request=predictor_memory_request,
+                predictor_cpu_limit=predictor_cpu_limit,
+                predictor_memory_limit=predictor_memory_limit,
             )
             deployed.set_display_name("deploy")
             # The cluster changes while the inputs do not: a cached deploy would skip a needed rollout.

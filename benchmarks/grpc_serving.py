@@ -12,8 +12,8 @@ get the same `ModelInferRequest`: one FP64 input `[1, n_features]` in `raw_input
 sends it. The load generator is a grpc.aio client in its own process that sends pre-serialized bytes and does not
 decode answers (only the first answer of each run is decoded and checked against sklearn), so the client costs as
 little Python as possible. Servers are pinned to core 1; at concurrency 1 the client shares that core (strict
-turns, no cross-core wake-ups; `--c1-cross-core` puts it on core 0), at concurrency 16 it runs on core 0. Each number is the best of --repeat rounds,
-rounds alternating between the two servers.
+turns, no cross-core wake-ups; `--c1-cross-core` puts it on core 0), at concurrency 16 it runs on core 0. Each
+number is the best of --repeat rounds, rounds alternating between the two servers.
 """
 
 from __future__ import annotations

@@ -140,6 +140,15 @@ def deploy(
     run_id: str,
     payload_logger_url: str,
     run_name: str = "",
+    # Literals, not constants: KFP ships only this function's source (values = constants.DEFAULT_*_REPLICAS etc.).
+    min_replicas: int = 1,
+    max_replicas: int = 3,
+    scale_metric: str = "cpu",
+    scale_target: int = 80,
+    predictor_cpu_request: str = "",
+    predictor_memory_request: str = "",
+    predictor_cpu_limit: str = "",
+    predictor_memory_limit: str = "",
 ) -> NamedTuple("DeployOutputs", [("endpoint", str), ("status", str)]):  # type: ignore[valid-type]
     """Deploy the model: publish it to the local store, or create/patch a KServe InferenceService and wait."""
     from collections import namedtuple
@@ -160,6 +169,16 @@ def deploy(
         timeout_seconds=timeout_seconds,
         payload_logger_url=payload_logger_url,
         run_name=run_name,
+        # The digest train recorded: deploy checks the directory against it and pins it where the server reads it.
+        expected_digest=model.metadata.get("model_digest") or None,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        scale_metric=scale_metric,
+        scale_target=scale_target,
+        cpu_request=predictor_cpu_request,
+        memory_request=predictor_memory_request,
+        cpu_limit=predictor_cpu_limit,
+        memory_limit=predictor_memory_limit,
     )
     Path(manifest.path).write_text(outcome.manifest_yaml)
     manifest.metadata.update({"target": deploy_target, "endpoint": outcome.endpoint, "status": outcome.status})

@@ -129,3 +129,17 @@ def test_deploy_step_refuses_a_model_that_differs_from_the_recorded_digest(kubec
     with pytest.raises(ModelIntegrityError, match="digest"):
         deploy(model_dir, expected_digest=recorded)
     assert fake_api.requests == []
+
+
+def test_the_deploy_components_literal_defaults_are_the_projects_constants():
+    """KFP ships only the component's source, so its defaults are literals; they must not drift from constants."""
+    import inspect
+
+    from components import constants
+    from components.ops import deploy as deploy_component
+
+    defaults = {k: v.default for k, v in inspect.signature(deploy_component).parameters.items()}
+    assert defaults["min_replicas"] == constants.DEFAULT_MIN_REPLICAS
+    assert defaults["max_replicas"] == constants.DEFAULT_MAX_REPLICAS
+    assert defaults["scale_metric"] == constants.DEFAULT_SCALE_METRIC
+    assert defaults["scale_target"] == constants.DEFAULT_SCALE_TARGET

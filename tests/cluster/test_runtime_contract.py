@@ -121,14 +121,21 @@ def test_runtime_probes_and_smoke_predict_work_against_the_real_server(runtime_c
     rows = [0, 60, 120]
     predictions = smoke_predict(base_url, DEFAULT_MODEL_NAME, x[rows].tolist(), attempts=3, retry_interval_seconds=1)
     assert json.loads(json.dumps(predictions)) == y[rows].tolist()
-    # The runtime's second port serves Open Inference Protocol gRPC (a real client).
-    import tritonclient.grpc as grpcclient
-
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
-    try:
-        assert client.is_server_ready() and client.is_model_ready(DEFAULT_MODEL_NAME)
-    finally:
-        client.close()
+    # The runtime's second port serves Open Inference Protocol gRPC (a real client). tritonclient.grpc runs in its
+    # own process: it and kserve both register the protobuf package `inference`, so one process cannot hold both.
+    check = (
+        "import sys, tritonclient.grpc as g\n"
+        "c = g.InferenceServerClient(sys.argv[1])\n"
+        "print(c.is_server_ready() and c.is_model_ready(sys.argv[2]))\n"
+    )
+    answer = subprocess.run(
+        [sys.executable, "-c", check, f"127.0.0.1:{grpc_port}", DEFAULT_MODEL_NAME],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert answer.stdout.strip() == "True", answer.stderr[-2000:]
 
 
 @pytest.mark.slow

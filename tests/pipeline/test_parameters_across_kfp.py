@@ -152,6 +152,14 @@ def test_cluster_parameters_cross_kfp_and_a_users_csv_gets_its_own_model_name(tm
         "predictor_service_account": "model-reader-a",
         "deploy_timeout_seconds": 45,
         "payload_logger_url": "http://payload-logger.team-a.svc.cluster.local",
+        "min_replicas": 2,
+        "max_replicas": 5,
+        "scale_metric": "memory",
+        "scale_target": 70,
+        "predictor_cpu_request": "250m",
+        "predictor_memory_request": "192Mi",
+        "predictor_cpu_limit": "2",
+        "predictor_memory_limit": "1Gi",
     }
     # When it runs under kfp.local, the deploy step refuses the local artifact a cluster could not fetch
     with pytest.raises(RuntimeError, match="is a local path: a cluster cannot fetch it") as caught:
@@ -167,6 +175,11 @@ def test_cluster_parameters_cross_kfp_and_a_users_csv_gets_its_own_model_name(tm
     assert deploy["service_account"] == "model-reader-a"
     assert deploy["timeout_seconds"] == 45 and isinstance(deploy["timeout_seconds"], int)
     assert deploy["payload_logger_url"] == "http://payload-logger.team-a.svc.cluster.local"
+    scaling = {k: deploy[k] for k in ("min_replicas", "max_replicas", "scale_metric", "scale_target")}
+    assert scaling == {"min_replicas": 2, "max_replicas": 5, "scale_metric": "memory", "scale_target": 70}
+    assert isinstance(deploy["min_replicas"], int) and isinstance(deploy["scale_target"], int)
+    resources = [deploy[f"predictor_{r}_{k}"] for k in ("request", "limit") for r in ("cpu", "memory")]
+    assert resources == ["250m", "192Mi", "2", "1Gi"]
     assert LOCAL_JOB_ID.match(deploy["run_id"]) and deploy["run_name"].startswith(pipeline.PIPELINE_NAME)
     train = parameters(inputs, "train")
     assert train["hyperparameters"] == {"C": 0.5, "max_iter": 200.0} and train["label_column"] == "churned"

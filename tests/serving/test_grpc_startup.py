@@ -177,3 +177,21 @@ def _wait_ready(server: ServerProcess) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(server.output()[-3000:])
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ([], None),
+        (["--grpc_port=9000"], 9000),
+        (["--enable_grpc=true"], 8081),
+        (["--enable_grpc=true", "--grpc_port=9000"], 9000),
+        (["--enable_grpc=false", "--grpc_port=9000"], None),
+    ],
+    ids=["default-off", "port-given", "enable-only", "both", "disabled-wins"],
+)
+def test_grpc_is_served_only_when_asked(flags: list[str], expected: int | None) -> None:
+    from components.serving.__main__ import _grpc_port, build_parser
+
+    args = build_parser().parse_args(["--model_dir=/nowhere", *flags])
+    assert _grpc_port(args) == expected
