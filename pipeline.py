@@ -447,24 +447,26 @@ def _curl_example(model_name: str, host: str, port: int, n_features: int) -> str
 def serve_deployed(
     store: Path,
     *,
-    model_name: str,
+    model_name: str | None,
     host: str,
     port: int,
     workers: int = 1,
     payload_log_dir: Path | None = None,
     grpc_port: int | None = None,
 ) -> None:
-    """Serve the live local deployment of `model_name` with the project's KServe model server (blocks)."""
-    from components.local_store import current
+    """Serve the live local deployment of `model_name` (None: the model deployed last) with KServe (blocks)."""
+    from components.local_store import current, latest
     from components.model_artifact import verify_model_dir
     from components.names import check_model_name
     from components.serving import serve
     from components.serving.server import check_ports_free
 
     # A bad name or a busy port is the first and only line printed, before anything is read or loaded.
-    check_model_name(model_name)
+    if model_name is not None:
+        check_model_name(model_name)
     check_ports_free(host, [("HTTP", port)] + ([("gRPC", grpc_port)] if grpc_port is not None else []))
-    deployment = current(store, model_name)
+    deployment = current(store, model_name) if model_name is not None else latest(store)
+    model_name = deployment.model_name
     # Refuse a changed deployment here, in one line, before the server starts and logs its own refusal.
     card = verify_model_dir(Path(deployment.model_dir), expected_digest=deployment.digest or None)
     print(f"Serving '{model_name}' version {deployment.version} from {deployment.model_dir}")
@@ -545,7 +547,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
     serve_cmd = commands.add_parser("serve", help="serve the model the last local run deployed")
     add_root(serve_cmd)
-    add_model_name(serve_cmd, DEFAULT_MODEL_NAME, "default: %(default)s")
+    add_model_name(serve_cmd, None, "default: the model the last run deployed")
     add_serve_options(serve_cmd)
 
     # `monitor` is handed to components.monitoring before parsing; listed here so --help shows it.

@@ -157,6 +157,19 @@ def current(store_root: Path, model_name: str) -> LocalDeployment:
     return _parse_pointer(pointer, text)
 
 
+def latest(store_root: Path) -> LocalDeployment:
+    """The deployment made last, over every model in the store (what `pipeline.py serve` serves by default)."""
+    try:
+        pointers = [(p.stat().st_mtime_ns, p) for p in store_root.glob(f"*/{DEPLOYMENT_FILENAME}") if p.is_file()]
+    except OSError as exc:
+        raise LocalStoreError(_os_error(exc, store_root)) from None
+    if not pointers:
+        raise NothingDeployedError(f"nothing has been deployed to {store_root}; run `python pipeline.py run` first.")
+    # deployed_at has whole seconds; the pointer's mtime breaks ties within one second.
+    newest = max(pointers, key=lambda item: (current(store_root, item[1].parent.name).deployed_at, item[0]))
+    return current(store_root, newest[1].parent.name)
+
+
 def _parse_pointer(pointer: Path, text: str) -> LocalDeployment:
     try:
         raw = json.loads(text)

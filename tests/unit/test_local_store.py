@@ -17,6 +17,7 @@ from components.local_store import (
     LocalStoreError,
     NothingDeployedError,
     current,
+    latest,
     publish,
 )
 from components.model_artifact import (
@@ -126,6 +127,17 @@ def test_nothing_deployed_says_how_to_deploy_and_lists_what_is_there(model_dir, 
     publish(model_dir, store, model_name="other")
     with pytest.raises(NothingDeployedError, match="Deployed models here: other"):
         current(store, "iris")
+
+
+def test_latest_is_the_model_deployed_last_even_within_one_second(model_dir, tmp_path):
+    store = tmp_path / "store"
+    with pytest.raises(NothingDeployedError, match=r"nothing has been deployed"):
+        latest(store)
+    for name in ("zebra", "alpha", "middle"):  # same second, and not in name order
+        publish(model_dir, store, model_name=name)
+    assert latest(store).model_name == "middle"
+    publish(model_dir, store, model_name="zebra")
+    assert latest(store).model_name == "zebra"
 
 
 def test_an_old_or_broken_pointer_is_one_line(model_dir, tmp_path):
