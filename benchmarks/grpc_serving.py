@@ -46,26 +46,8 @@ INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
 def run_stock(model_dir: Path, http_port: int, grpc_port: int) -> None:
-    """KServe's sklearnserver path for V2 over gRPC: joblib model, get_predict_input/get_predict_response."""
-    import joblib
-    import kserve
-    from kserve.utils.utils import get_predict_input, get_predict_response
-
-    from components.constants import MODEL_FILENAME
-
-    class StockSklearnModel(kserve.Model):
-        def load(self) -> bool:
-            self._model = joblib.load(model_dir / MODEL_FILENAME)
-            self.ready = True
-            return True
-
-        def predict(self, payload, headers=None):
-            instances = get_predict_input(payload)
-            return get_predict_response(payload, self._model.predict(np.asarray(instances)), self.name)
-
-    model = StockSklearnModel(MODEL_NAME)
-    model.load()
-    kserve.ModelServer(http_port=http_port, grpc_port=grpc_port, workers=1, enable_grpc=True).start([model])
+    """KServe's sklearnserver path for V2 over gRPC: benchmarks/serving.py's baseline with gRPC enabled."""
+    rest_bench.run_baseline(model_dir, http_port, grpc_port)
 
 
 def start(kind: str, model_dir: Path, work: Path) -> tuple[subprocess.Popen, int]:

@@ -127,7 +127,8 @@ class Startup:
 # --- the baseline: what KServe's stock sklearnserver does --------------------------------------------------
 
 
-def run_baseline(model_dir: Path, port: int) -> None:
+def run_baseline(model_dir: Path, port: int, grpc_port: int | None = None) -> None:
+    """KServe's sklearnserver path: joblib model, get_predict_input/get_predict_response (gRPC when given a port)."""
     import joblib
     import kserve
     from kserve.utils.utils import get_predict_input, get_predict_response
@@ -146,7 +147,10 @@ def run_baseline(model_dir: Path, port: int) -> None:
 
     model = StockSklearnModel(MODEL_NAME)
     model.load()
-    kserve.ModelServer(http_port=port, workers=1, enable_grpc=False).start([model])
+    if grpc_port is None:
+        kserve.ModelServer(http_port=port, workers=1, enable_grpc=False).start([model])
+    else:
+        kserve.ModelServer(http_port=port, grpc_port=grpc_port, workers=1, enable_grpc=True).start([model])
 
 
 def run_floor_server(port: int) -> None:

@@ -1,8 +1,8 @@
-"""Names shared by training, serving, deploy and the tests: each magic string lives here once."""
+"""Names shared by training, serving, deploy, monitoring and the tests: each magic string lives here once."""
 
 from typing import Final
 
-# --- Model directory (what train writes, what every server loads) -------------------------------
+# --- Model directory (what train writes, what every server loads) ---------------------------------
 MODEL_FILENAME: Final = "model.joblib"
 """The one pickle in a model directory; KServe's sklearnserver refuses zero or several."""
 MODEL_CARD_FILENAME: Final = "model.json"
@@ -10,46 +10,30 @@ MODEL_CARD_FILENAME: Final = "model.json"
 ONNX_FILENAME: Final = "model.onnx"
 """Optional fast path, written only when it reproduces sklearn's predictions on held-out data."""
 MODEL_CARD_SCHEMA_VERSION: Final = 1
+REFERENCE_PROFILE_FILENAME: Final = "reference_profile.json"
+"""Training-time feature distribution beside the model; the drift check compares live traffic with it."""
+REFERENCE_PROFILE_SCHEMA_VERSION: Final = 2
+"""2: PSI bin edges halfway between distinct training values (1: edges on quantiles; upgraded when read)."""
 
-# --- Data ------------------------------------------------------------------------------------
+# --- Data -----------------------------------------------------------------------------------------
 DEFAULT_DATASET: Final = "iris"
 DEFAULT_LABEL_COLUMN: Final = "target"
 BUILTIN_DATASETS: Final = ("iris", "wine", "breast_cancer")
 
-# --- Metrics (keys in KFP Metrics and in the evaluation JSON) -----------------------------------
+# --- Model families -------------------------------------------------------------------------------
+MODEL_FAMILIES: Final = ("logistic_regression", "random_forest")
+DEFAULT_MODEL_FAMILY: Final = "logistic_regression"
+
+# --- Evaluation metrics (keys in KFP Metrics and in the evaluation JSON) --------------------------
 METRIC_ACCURACY: Final = "accuracy"
 METRIC_F1_MACRO: Final = "f1_macro"
 METRIC_ROC_AUC: Final = "roc_auc_ovr"
 
-# --- Model families -------------------------------------------------------------------------
-MODEL_FAMILIES: Final = ("logistic_regression", "random_forest")
-DEFAULT_MODEL_FAMILY: Final = "logistic_regression"
-
-# --- Serving ---------------------------------------------------------------------------------
-DEFAULT_MODEL_NAME: Final = "sklearn-iris"
-DEFAULT_HTTP_PORT: Final = 8080
-DEFAULT_HOST: Final = "127.0.0.1"
-SKLEARN_MODEL_FORMAT: Final = "sklearn"
-
-# --- Deploy targets --------------------------------------------------------------------------
-DEPLOY_TARGET_LOCAL: Final = "local"
-DEPLOY_TARGET_KUBERNETES: Final = "kubernetes"
-DEPLOY_TARGETS: Final = (DEPLOY_TARGET_LOCAL, DEPLOY_TARGET_KUBERNETES)
-
-# --- KServe API ------------------------------------------------------------------------------
-KSERVE_GROUP: Final = "serving.kserve.io"
-KSERVE_VERSION: Final = "v1beta1"
-KSERVE_API_VERSION: Final = f"{KSERVE_GROUP}/{KSERVE_VERSION}"
-INFERENCE_SERVICE_KIND: Final = "InferenceService"
-INFERENCE_SERVICE_PLURAL: Final = "inferenceservices"
-SERVING_RUNTIME_NAME: Final = "kfp-sklearn-kserve"
-DEFAULT_NAMESPACE: Final = "kserve-models"
-
-# --- Image -----------------------------------------------------------------------------------
+# --- Image ----------------------------------------------------------------------------------------
 DEFAULT_IMAGE: Final = "localhost/kfp-sklearn-kserve:0.1.0"
 """Used by every component and by the ServingRuntime; `pipeline.py compile --image` overrides it."""
 
-# --- ONNX fast path (components/onnx_export.py writes it, components/serving reads it) -----------
+# --- ONNX fast path (components/onnx_export.py writes it, components/serving reads it) ------------
 ONNX_TARGET_OPSET: Final = 18
 """Default-domain opset for skl2onnx; onnxruntime 1.32 runs it and every converter we use supports it."""
 ONNX_ML_TARGET_OPSET: Final = 3
@@ -59,7 +43,12 @@ ONNX_PROBA_OUTPUT: Final = "probabilities"
 ONNX_PROBA_TOLERANCE: Final = 1e-6
 """Max absolute probability difference to sklearn accepted at export (trees emit float32 probabilities)."""
 
-# --- Serving options and metrics -----------------------------------------------------------------
+# --- Model server (components/serving): address, limits, request keys, Prometheus metrics, pinned model ---
+DEFAULT_MODEL_NAME: Final = "sklearn-iris"
+DEFAULT_HOST: Final = "127.0.0.1"
+CONTAINER_HOST: Final = "0.0.0.0"  # noqa: S104 - inside a pod the predictor must listen on the pod IP
+"""`kfp-sklearn-serve` binds all interfaces by default (it runs in the container); `serve()` defaults to loopback."""
+DEFAULT_HTTP_PORT: Final = 8080
 DEFAULT_MAX_BODY_BYTES: Final = 1 << 20
 """Largest request body the server reads (413 above it); 1 MiB holds ~10k Iris rows of JSON."""
 DEFAULT_MAX_ROWS: Final = 1000
@@ -69,12 +58,85 @@ PROBA_PARAMETER: Final = "return_probabilities"
 METRIC_PREDICTIONS: Final = "kfp_sklearn_predictions_total"
 METRIC_REJECTED: Final = "kfp_sklearn_rejected_requests_total"
 METRIC_MODEL_INFO: Final = "kfp_sklearn_model_info"
+MODEL_DIGEST_ENV: Final = "MODEL_DIGEST"
+"""Predictor container env: the model directory digest the server must find (set by deploy, read by the server)."""
+MODEL_VERSION_ENV: Final = "MODEL_VERSION"
+"""Predictor container env: the version id the server reports (first 12 hex digits of the digest)."""
 
-# --- Monitoring: payload logs, reference profile, drift (components/monitoring/) ----------------
-REFERENCE_PROFILE_FILENAME: Final = "reference_profile.json"
-"""Training-time feature distribution beside the model; the drift check compares live traffic with it."""
-REFERENCE_PROFILE_SCHEMA_VERSION: Final = 2
-"""2: PSI bin edges halfway between distinct training values (1: edges on quantiles; upgraded when read)."""
+# --- Deploy targets (components/deploy.py) --------------------------------------------------------
+DEPLOY_TARGET_LOCAL: Final = "local"
+DEPLOY_TARGET_KUBERNETES: Final = "kubernetes"
+DEPLOY_TARGETS: Final = (DEPLOY_TARGET_LOCAL, DEPLOY_TARGET_KUBERNETES)
+DEFAULT_DEPLOY_TIMEOUT_SECONDS: Final = 600.0
+
+# --- Local target: the model store `pipeline.py run` writes and `serve` reads ---------------------
+DEFAULT_LOCAL_ROOT: Final = "local_outputs"
+"""Where `pipeline.py run` keeps KFP's local pipeline root and the model store (relative to the working dir)."""
+LOCAL_STORE_DIRNAME: Final = "model_store"
+LOCAL_STORE_PVC: Final = "model-store"
+"""PVC name in the manifest the local target writes: the same store layout, served from a volume."""
+
+# --- KServe: API, ServingRuntime, InferenceService (manifests/, inference_service.py, deploy_kubernetes.py) ---
+KSERVE_GROUP: Final = "serving.kserve.io"
+KSERVE_VERSION: Final = "v1beta1"
+KSERVE_API_VERSION: Final = f"{KSERVE_GROUP}/{KSERVE_VERSION}"
+INFERENCE_SERVICE_KIND: Final = "InferenceService"
+INFERENCE_SERVICE_PLURAL: Final = "inferenceservices"
+SERVING_RUNTIME_NAME: Final = "kfp-sklearn-kserve"
+SKLEARN_MODEL_FORMAT: Final = "sklearn"
+SKLEARN_MODEL_FORMAT_VERSION: Final = "1"
+DEFAULT_NAMESPACE: Final = "kserve-models"
+DEPLOYMENT_MODE_ANNOTATION: Final = "serving.kserve.io/deploymentMode"
+DEPLOYMENT_MODE_STANDARD: Final = "Standard"
+"""Plain Deployment + Service (was RawDeployment): needs only cert-manager, fits kind/minikube."""
+DEPLOYMENT_MODE_KNATIVE: Final = "Knative"
+"""Serverless (was Serverless): needs Knative + Istio; the only mode that honours canaryTrafficPercent."""
+DEPLOYMENT_MODES: Final = (DEPLOYMENT_MODE_STANDARD, DEPLOYMENT_MODE_KNATIVE)
+PROTOCOL_VERSIONS: Final = ("v1", "v2")
+STORAGE_URI_SCHEMES: Final = ("s3", "gs", "pvc", "http", "https", "hf", "oci")
+"""URI schemes KServe's storage initializer can fetch (`minio://` is rewritten to `s3://` first)."""
+MODEL_MOUNT_PATH: Final = "/mnt/models"
+"""Where KServe's storage initializer puts the model directory inside the predictor pod."""
+PREDICTOR_COMMAND: Final = "kfp-sklearn-serve"
+PREDICTOR_UID: Final = 1000
+PREDICTOR_CONTAINER_NAME: Final = "kserve-container"
+"""KServe merges `predictor.model` into the runtime container of this name (the canary schema requires it)."""
+MODEL_READER_SERVICE_ACCOUNT: Final = "kfp-model-reader"
+"""Predictor service account whose Secret lets the storage initializer read KFP's object store."""
+LINEAGE_ANNOTATION_PREFIX: Final = "kfp-sklearn-kserve/"
+"""Prefix of the lineage annotations on every InferenceService the pipeline deploys."""
+MODEL_SHA256_ANNOTATION: Final = "kfp-sklearn-kserve/model-sha256"
+"""InferenceService annotation the KServe logger copies into each event (logger.metadataAnnotations)."""
+CANARY_ANNOTATION: Final = f"{LINEAGE_ANNOTATION_PREFIX}canary-traffic-percent"
+"""Asks deploy for a Standard-mode canary (`spec.canary`) beside the live predictor."""
+CANARY_PREDICTOR_NAME: Final = "canary"
+
+# --- KServe autoscaling (kubernetes target) -------------------------------------------------------
+DEFAULT_MIN_REPLICAS: Final = 1
+"""Standard mode has no scale-from-zero; KServe's HPA raises anything below 1 to 1 (hpa_reconciler.go)."""
+DEFAULT_MAX_REPLICAS: Final = 3
+"""Room to grow on one kind/minikube node; KServe's HPA scales between the two bounds."""
+SCALE_METRICS_STANDARD: Final = ("cpu", "memory")
+"""What KServe's HPA understands (constants.AutoscalerAllowedHPAMetricsList)."""
+SCALE_METRICS_KNATIVE: Final = ("concurrency", "rps")
+"""What Knative's autoscaler understands (constants.AutoscalerAllowedKPAMetricsList)."""
+DEFAULT_SCALE_METRIC: Final = "cpu"
+DEFAULT_SCALE_TARGET: Final = 80
+"""Percent of the CPU request, KServe's own default (constants.DefaultCPUUtilization)."""
+
+# --- Kubeflow Pipelines on the cluster (manifests/, submit.py) ------------------------------------
+KFP_NAMESPACE: Final = "kubeflow"
+KFP_RUN_SERVICE_ACCOUNT: Final = "pipeline-runner"
+"""The run service account of standalone KFP; the deploy step's RBAC is granted to it."""
+KFP_PIPELINE_ROOT: Final = "minio://mlpipeline/v2/artifacts"
+KFP_ARTIFACT_SECRET_NAME: Final = "mlpipeline-minio-artifact"  # noqa: S105  # a Secret's name, not a credential
+"""KFP's object-store Secret (keys accesskey/secretkey) in the run's namespace; the drift check reads logs with it."""
+KFP_ARTIFACT_SECRET_KEYS: Final = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
+DEPLOYER_ROLE_NAME: Final = "kfp-isvc-deployer"
+"""Role in the models namespace that lets the run service account manage InferenceServices."""
+DEPLOYER_ROLE_BINDING_NAME: Final = "kfp-isvc-deployer"
+
+# --- Payload logs (components/payload_log.py writes them; the sink and KServe's logger feed them) ---
 PAYLOAD_LOG_SUFFIX: Final = ".parquet"
 PAYLOAD_LOG_DATE_PREFIX: Final = "date="
 """Hive-style day partition under `<log_dir>/<model_name>/`, so a window reads only the days it spans."""
@@ -92,6 +154,13 @@ CE_TYPE_INFERENCE_REQUEST: Final = "org.kubeflow.serving.inference.request"
 CE_TYPE_INFERENCE_RESPONSE: Final = "org.kubeflow.serving.inference.response"
 """CloudEvent types KServe's logger agent sends (kserve pkg/logger/worker.go)."""
 DEFAULT_SINK_PORT: Final = 8080
+LOG_FORMAT_PAYLOAD: Final = "payload-parquet"
+"""Logs from `serve --payload_log_dir` or the sink (components.payload_log)."""
+LOG_FORMAT_KSERVE_JSON: Final = "kserve-json"
+"""Logs from KServe's built-in blob logger, format json (components.monitoring.kserve_blob)."""
+LOG_FORMATS: Final = (LOG_FORMAT_PAYLOAD, LOG_FORMAT_KSERVE_JSON)
+
+# --- Drift check and retraining (components/monitoring/) ------------------------------------------
 DEFAULT_PSI_THRESHOLD: Final = 0.15
 DEFAULT_KS_ALPHA: Final = 0.05
 """Family-wise over every feature's KS and spread tests (Holm). Measured false-alarm and detection rates:
@@ -117,78 +186,3 @@ METRIC_DRIFT_STD_RATIO_PREFIX: Final = "drift_std_ratio: "
 METRIC_DRIFT_DETECTED: Final = "drift_detected"
 MONITORING_PIPELINE_NAME: Final = "sklearn-monitoring"
 MONITORING_PIPELINE_FILENAME: Final = "monitoring_pipeline.yaml"
-
-# --- Cluster path (manifests/, inference_service, deploy_kubernetes, submit) ------------------
-DEPLOYMENT_MODE_ANNOTATION: Final = "serving.kserve.io/deploymentMode"
-DEPLOYMENT_MODE_STANDARD: Final = "Standard"
-"""Plain Deployment + Service (was RawDeployment): needs only cert-manager, fits kind/minikube."""
-DEPLOYMENT_MODE_KNATIVE: Final = "Knative"
-"""Serverless (was Serverless): needs Knative + Istio; the only mode that honours canaryTrafficPercent."""
-DEPLOYMENT_MODES: Final = (DEPLOYMENT_MODE_STANDARD, DEPLOYMENT_MODE_KNATIVE)
-PROTOCOL_VERSIONS: Final = ("v1", "v2")
-SKLEARN_MODEL_FORMAT_VERSION: Final = "1"
-MODEL_MOUNT_PATH: Final = "/mnt/models"
-"""Where KServe's storage initializer puts the model directory inside the predictor pod."""
-PREDICTOR_COMMAND: Final = "kfp-sklearn-serve"
-PREDICTOR_UID: Final = 1000
-LINEAGE_ANNOTATION_PREFIX: Final = "kfp-sklearn-kserve/"
-"""Prefix of the lineage annotations on every InferenceService the pipeline deploys."""
-CANARY_ANNOTATION: Final = f"{LINEAGE_ANNOTATION_PREFIX}canary-traffic-percent"
-"""Asks deploy for a Standard-mode canary (`spec.canary`) beside the live predictor."""
-CANARY_PREDICTOR_NAME: Final = "canary"
-DEFAULT_MIN_REPLICAS: Final = 1
-"""Standard mode has no scale-from-zero; KServe's HPA raises anything below 1 to 1 (hpa_reconciler.go)."""
-DEFAULT_MAX_REPLICAS: Final = 3
-"""Room to grow on one kind/minikube node; KServe's HPA scales between the two bounds."""
-SCALE_METRICS_STANDARD: Final = ("cpu", "memory")
-"""What KServe's HPA understands (constants.AutoscalerAllowedHPAMetricsList)."""
-SCALE_METRICS_KNATIVE: Final = ("concurrency", "rps")
-"""What Knative's autoscaler understands (constants.AutoscalerAllowedKPAMetricsList)."""
-DEFAULT_SCALE_METRIC: Final = "cpu"
-DEFAULT_SCALE_TARGET: Final = 80
-"""Percent of the CPU request, KServe's own default (constants.DefaultCPUUtilization)."""
-MODEL_DIGEST_ENV: Final = "MODEL_DIGEST"
-"""Predictor container env: the model directory digest the server must find (set by deploy, read by the server)."""
-MODEL_VERSION_ENV: Final = "MODEL_VERSION"
-"""Predictor container env: the version id the server reports (first 12 hex digits of the digest)."""
-LOGGER_AGENT_PORT: Final = 9081
-"""With `predictor.logger`, KServe's Service targets the injected agent on this port (service_reconciler.go)."""
-MODEL_CLIENTS_NAMESPACE_LABEL: Final = "kfp-sklearn-kserve/model-clients"
-"""Namespaces labelled with this (value "true") may call the predictors (base/networkpolicy-predictors.yaml)."""
-STORAGE_URI_SCHEMES: Final = ("s3", "gs", "pvc", "http", "https", "hf", "oci")
-"""URI schemes KServe's storage initializer can fetch (`minio://` is rewritten to `s3://` first)."""
-
-KFP_NAMESPACE: Final = "kubeflow"
-KFP_RUN_SERVICE_ACCOUNT: Final = "pipeline-runner"
-"""The run service account of standalone KFP; the deploy step's RBAC is granted to it."""
-KFP_PIPELINE_ROOT: Final = "minio://mlpipeline/v2/artifacts"
-KFP_OBJECT_STORE_ENDPOINT: Final = "seaweedfs.kubeflow:9000"
-"""KFP >= 2.15 standalone (SeaweedFS, S3-compatible port); older releases: minio-service.kubeflow:9000."""
-DEPLOYER_ROLE_NAME: Final = "kfp-isvc-deployer"
-"""Role in the models namespace that lets the run service account manage InferenceServices."""
-DEPLOYER_ROLE_BINDING_NAME: Final = "kfp-isvc-deployer"
-MODEL_READER_SERVICE_ACCOUNT: Final = "kfp-model-reader"
-"""Predictor service account whose Secret lets the storage initializer read KFP's object store."""
-MODEL_STORE_SECRET_NAME: Final = "kfp-object-store"  # noqa: S105  # the Secret\'s name, not a credential
-DEFAULT_DEPLOY_TIMEOUT_SECONDS: Final = 600.0
-
-# --- Local deploy target ---------------------------------------------------------------------
-DEFAULT_LOCAL_ROOT: Final = "local_outputs"
-"""Where `pipeline.py run` keeps KFP's local pipeline root and the model store (relative to the working dir)."""
-LOCAL_STORE_DIRNAME: Final = "model_store"
-LOCAL_STORE_PVC: Final = "model-store"
-"""PVC name in the manifest the local target writes: the same store layout, served from a volume."""
-MODEL_SHA256_ANNOTATION: Final = "kfp-sklearn-kserve/model-sha256"
-"""InferenceService annotation the KServe logger copies into each event (logger.metadataAnnotations)."""
-CONTAINER_HOST: Final = "0.0.0.0"  # noqa: S104 - inside a pod the predictor must listen on the pod IP
-"""`kfp-sklearn-serve` binds all interfaces by default (it runs in the container); `serve()` defaults to loopback."""
-PREDICTOR_CONTAINER_NAME: Final = "kserve-container"
-"""KServe merges `predictor.model` into the runtime container of this name (the canary schema requires it)."""
-KFP_ARTIFACT_SECRET_NAME: Final = "mlpipeline-minio-artifact"  # noqa: S105  # a Secret's name, not a credential
-"""KFP's object-store Secret (keys accesskey/secretkey) in the run's namespace; the drift check reads logs with it."""
-KFP_ARTIFACT_SECRET_KEYS: Final = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
-LOG_FORMAT_PAYLOAD: Final = "payload-parquet"
-"""Logs from `serve --payload_log_dir` or the sink (components.payload_log)."""
-LOG_FORMAT_KSERVE_JSON: Final = "kserve-json"
-"""Logs from KServe's built-in blob logger, format json (components.monitoring.kserve_blob)."""
-LOG_FORMATS: Final = (LOG_FORMAT_PAYLOAD, LOG_FORMAT_KSERVE_JSON)

@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -115,10 +115,6 @@ class DeployResult:
     """The predictor Deployment whose rollout the step waited for."""
     rollout_id: str = ""
     """The rollout id (annotation `LINEAGE_ROLLOUT_ID`) that the new pods carry."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain dict for step outputs and logs."""
-        return asdict(self)
 
 
 def check_runtime_compatible(card: ModelCard, runtime_sklearn_version: str) -> None:
@@ -496,6 +492,14 @@ def _read(api: _KubeApi, what: Any, last: Any) -> tuple[Any, str]:
         return last, str(exc)
 
 
+def _read_inference_service(api: _KubeApi, last: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """`_read` of the InferenceService itself, which must still exist."""
+    obj, read_error = _read(api, api.get, last)
+    if obj is None:
+        raise DeployError(f"InferenceService {api.namespace}/{api.name} disappeared while waiting for it")
+    return obj, read_error
+
+
 def wait_for_rollout(
     api: _KubeApi,
     *,
@@ -523,11 +527,8 @@ def wait_for_rollout(
     deployment: dict[str, Any] | None = None
     errors: list[str] = []
     while True:
-        obj, read_error = _read(api, api.get, last)
-        if obj is None:
-            raise DeployError(f"InferenceService {api.namespace}/{api.name} disappeared while waiting for it")
-        last = obj
-        status = obj.get("status") or {}
+        last, read_error = _read_inference_service(api, last)
+        status = last.get("status") or {}
         # The InferenceService's modelStatus describes the stable predictor only; canary entries carry none
         # (components/predictor.go, reconcileCanaryDeployments).
         reason = None if target.canary_name else new_model_failure(status, baseline_status, write_time)
@@ -557,7 +558,7 @@ def wait_for_rollout(
         canary = _canary_status(status, target.canary_name) if target.canary_name else None
         canary_ready = target.canary_name is None or (canary is not None and canary.get("ready") is True)
         if ours and deployment is not None and rolled_out(deployment) and stable_ready and canary_ready:
-            return obj
+            return last
         if time.monotonic() >= deadline:
             break
         time.sleep(min(poll_interval_seconds, max(0.0, deadline - time.monotonic())))
@@ -592,11 +593,8 @@ def wait_until_ready(
     last: dict[str, Any] = {}
     read_error = ""
     while True:
-        obj, read_error = _read(api, api.get, last)
-        if obj is None:
-            raise DeployError(f"InferenceService {api.namespace}/{api.name} disappeared while waiting for it")
-        last = obj
-        status = obj.get("status") or {}
+        last, read_error = _read_inference_service(api, last)
+        status = last.get("status") or {}
         if int(status.get("observedGeneration") or 0) >= generation:
             reason = _failure_reason(status)
             if reason:
@@ -605,7 +603,7 @@ def wait_until_ready(
                 )
             ready = _condition(status, "Ready")
             if ready is not None and str(ready.get("status")).lower() == "true":
-                return obj
+                return last
         if time.monotonic() >= deadline:
             break
         time.sleep(min(poll_interval_seconds, max(0.0, deadline - time.monotonic())))

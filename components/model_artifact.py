@@ -22,11 +22,11 @@ import platform
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from components.atomic import atomic_write_text
 from components.constants import (
@@ -57,73 +57,60 @@ class ModelIntegrityError(RuntimeError):
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 
-class _CardSchema(BaseModel):
-    """What a `model.json` must look like; strict, so an integer where a string belongs is refused, not coerced."""
+def _unique(names: list[str]) -> list[str]:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"names must be unique; repeated: {', '.join(map(repr, repeated[:5]))}")
+    return names
 
-    model_config = ConfigDict(strict=True, extra="ignore")
 
-    feature_names: list[Annotated[str, StringConstraints(min_length=1)]] = Field(min_length=1)
-    class_names: list[str] = Field(min_length=2)
-    model_family: Annotated[str, StringConstraints(min_length=1)]
-    hyperparameters: dict[str, Any]
-    versions: dict[str, str]
-    files: dict[str, Sha256Hex]
-    training_data_fingerprint: str
-    label_column: str
-    metrics: dict[str, float] = Field(default_factory=dict)
-    onnx: dict[str, Any] = Field(default_factory=dict)
-    schema_version: int = MODEL_CARD_SCHEMA_VERSION
+def _model_file_listed(files: dict[str, str]) -> dict[str, str]:
+    if MODEL_FILENAME not in files:
+        raise ValueError(f"records no sha256 for {MODEL_FILENAME}")
+    bad = [name for name in files if not _FILE_NAME.match(name)]
+    if bad:
+        raise ValueError(f"lists a file name a model directory cannot hold: {bad[0][:40]!r}")
+    return files
 
-    @field_validator("feature_names", "class_names")
-    @classmethod
-    def _unique(cls, names: list[str]) -> list[str]:
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"names must be unique; repeated: {', '.join(map(repr, repeated[:5]))}")
-        return names
 
-    @field_validator("files")
-    @classmethod
-    def _model_file_listed(cls, files: dict[str, str]) -> dict[str, str]:
-        if MODEL_FILENAME not in files:
-            raise ValueError(f"records no sha256 for {MODEL_FILENAME}")
-        bad = [name for name in files if not _FILE_NAME.match(name)]
-        if bad:
-            raise ValueError(f"lists a file name a model directory cannot hold: {bad[0][:40]!r}")
-        return files
+def _sklearn_version(versions: dict[str, str]) -> dict[str, str]:
+    if "scikit-learn" not in versions:
+        raise ValueError("records no scikit-learn version")
+    return versions
 
-    @field_validator("versions")
-    @classmethod
-    def _sklearn_version(cls, versions: dict[str, str]) -> dict[str, str]:
-        if "scikit-learn" not in versions:
-            raise ValueError("records no scikit-learn version")
-        return versions
 
-    @field_validator("schema_version")
-    @classmethod
-    def _known_schema(cls, version: int) -> int:
-        if version != MODEL_CARD_SCHEMA_VERSION:
-            raise ValueError(f"is {version}; this code reads schema version {MODEL_CARD_SCHEMA_VERSION}")
-        return version
+def _known_schema(version: int) -> int:
+    if version != MODEL_CARD_SCHEMA_VERSION:
+        raise ValueError(f"is {version}; this code reads schema version {MODEL_CARD_SCHEMA_VERSION}")
+    return version
+
+
+_NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What `model.json` records about a trained model."""
+    """What `model.json` records about a trained model.
 
-    feature_names: list[str]
-    class_names: list[str]
-    model_family: str
+    The annotations are also the schema `from_json` checks (strict: an integer where a string belongs is refused,
+    not coerced); constructing a card in code does not validate.
+    """
+
+    __pydantic_config__ = ConfigDict(strict=True, extra="ignore")
+
+    feature_names: Annotated[list[_NonEmpty], Field(min_length=1), AfterValidator(_unique)]
+    class_names: Annotated[list[str], Field(min_length=2), AfterValidator(_unique)]
+    model_family: _NonEmpty
     hyperparameters: dict[str, Any]
-    versions: dict[str, str]
-    files: dict[str, str]
+    versions: Annotated[dict[str, str], AfterValidator(_sklearn_version)]
+    files: Annotated[dict[str, Sha256Hex], AfterValidator(_model_file_listed)]
     """File name -> sha256 of every file a loader may read."""
     training_data_fingerprint: str
     label_column: str
     metrics: dict[str, float] = field(default_factory=dict)
     onnx: dict[str, Any] = field(default_factory=dict)
     """How the ONNX fast path was checked against sklearn (empty when there is none)."""
-    schema_version: int = MODEL_CARD_SCHEMA_VERSION
+    schema_version: Annotated[int, AfterValidator(_known_schema)] = MODEL_CARD_SCHEMA_VERSION
 
     @property
     def model_sha256(self) -> str:
@@ -145,10 +132,12 @@ class ModelCard:
         if len(data) > MAX_CARD_BYTES:
             raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} is {len(data)} bytes; at most {MAX_CARD_BYTES} are read")
         try:
-            parsed = _CardSchema.model_validate_json(data)
+            return _CARD_ADAPTER.validate_json(data)
         except ValidationError as exc:
             raise ModelIntegrityError(_card_error(exc)) from None
-        return cls(**parsed.model_dump())
+
+
+_CARD_ADAPTER: TypeAdapter[ModelCard] = TypeAdapter(ModelCard)
 
 
 def _card_error(exc: ValidationError) -> str:
@@ -158,7 +147,7 @@ def _card_error(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"])
     if kind == "json_invalid":
         return f"{MODEL_CARD_FILENAME} is not valid JSON: {message.removeprefix('Invalid JSON: ')}"
-    if kind == "model_type" or not where:
+    if kind == "dataclass_type" or not where:
         return f"{MODEL_CARD_FILENAME} must hold a JSON object"
     if kind == "missing":
         return f"{MODEL_CARD_FILENAME} has no '{where}' field"
@@ -266,14 +255,6 @@ def read_model_card(directory: Path) -> ModelCard:
         raise ModelIntegrityError(f"{card_path} is missing; the model directory was not written by train")
     with card_path.open("rb") as handle:
         return ModelCard.from_json(handle.read(MAX_CARD_BYTES + 1))
-
-
-def with_metrics(directory: Path, metrics: Mapping[str, float]) -> ModelCard:
-    """Record evaluation metrics in the card; this changes the directory digest, so call it before pinning."""
-    card = read_model_card(directory)
-    updated = replace(card, metrics={k: float(v) for k, v in metrics.items()})
-    atomic_write_text(directory / MODEL_CARD_FILENAME, updated.to_json())
-    return updated
 
 
 def check_digest(digest: object) -> str:

@@ -8,12 +8,12 @@ that cannot be converted or does not agree yields `None` and the server falls ba
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from components.atomic import atomic_write_bytes
 from components.constants import (
     ONNX_LABEL_OUTPUT,
     ONNX_ML_TARGET_OPSET,
@@ -72,7 +72,8 @@ def export_verified_onnx(estimator: Any, x_check: np.ndarray, path: Path) -> dic
         if problem:
             failures.append(f"{name}: {problem}")
             continue
-        _write_atomically(path, model_bytes)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, model_bytes)  # a crash never leaves a half-written model.onnx behind
         return _report(
             x.shape[0],
             max_diff,
@@ -172,14 +173,6 @@ def _compare(
     if not max_diff <= ONNX_PROBA_TOLERANCE:
         return f"probabilities differ by {max_diff:.3g} > {ONNX_PROBA_TOLERANCE}", max_diff
     return None, max_diff
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    """Write via a temporary name so a crash never leaves a half-written model.onnx behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(payload)
-    os.replace(partial, path)
 
 
 def _report(

@@ -7,8 +7,8 @@ pod was scheduled. The messages are one line and name the parameter; `pipeline.p
 from __future__ import annotations
 
 import math
-import os
 import re
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
@@ -109,8 +109,13 @@ def check_writable(directory: Path, *, what: str) -> None:
         probe = probe.parent
     if not probe.is_dir():
         raise ParameterError(f"{what} {directory} cannot be created: {probe} is not a directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ParameterError(f"{what} {directory} is not writable ({probe}: permission denied); choose another")
+    # A real write, not os.access: root passes every mode-bit check, yet read-only mounts and sysfs refuse it.
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ParameterError(f"{what} {directory} is not writable ({probe}: {reason}); choose another") from None
 
 
 _SCALING_PARAMETERS: Final = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -29,7 +28,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from components.atomic import fsync_directory
+from components.atomic import atomic_write_bytes
 from components.constants import (
     KSERVE_LOGGER_MODES,
     MODEL_SHA256_ANNOTATION,
@@ -64,9 +63,6 @@ METADATA_COLUMNS: tuple[str, ...] = (
 DEFAULT_FLUSH_INTERVAL_S = 1.0
 """Longest a recorded row waits in memory: the most a kill -9 of the server can lose (README, "Security and
 reliability"). One file per second under steady traffic is the price; `batch_size` rows flush sooner."""
-
-_TEMP_PREFIX = ".tmp-"
-"""Readers skip hidden names, so an interrupted write leaves no visible partial file."""
 
 
 class PayloadLogError(ValueError):
@@ -380,6 +376,7 @@ class PayloadLogWriter:
             self._write_file(part, day)
 
     def _write_file(self, table: pa.Table, day: date) -> None:
+        import pyarrow as pa
         import pyarrow.fs as pafs
         import pyarrow.parquet as pq
 
@@ -388,16 +385,10 @@ class PayloadLogWriter:
         name = f"part-{stamp}-{uuid.uuid4().hex[:8]}{PAYLOAD_LOG_SUFFIX}"
         self._fs.create_dir(folder, recursive=True)
         if isinstance(self._fs, pafs.LocalFileSystem):
-            temp = f"{folder}/{_TEMP_PREFIX}{name}"
-            pq.write_table(table, temp, filesystem=self._fs)
-            # fsync before the rename and of the folder after it: a file that is listed has all its rows on disk.
-            fd = os.open(temp, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._fs.move(temp, f"{folder}/{name}")  # rename(2): atomic within one directory
-            fsync_directory(Path(folder))
+            # A hidden temporary name (readers skip it), fsynced and renamed: a listed file has all its rows on disk.
+            buffer = pa.BufferOutputStream()
+            pq.write_table(table, buffer)
+            atomic_write_bytes(Path(folder) / name, buffer.getvalue().to_pybytes())
         else:
             # Object stores publish an object only when its upload completes: no partial file is ever listed.
             pq.write_table(table, f"{folder}/{name}", filesystem=self._fs)

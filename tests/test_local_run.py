@@ -4,13 +4,10 @@ Runs `pipeline.py` as a user would, from a working directory outside the repo.
 """
 
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,15 +15,10 @@ import pytest
 from components.constants import DEFAULT_LABEL_COLUMN, DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME
 from components.local_store import DEPLOYMENT_FILENAME, current
 from components.model_artifact import load_estimator
+from tests.helpers import free_port, predict_with_pipeline_serve
 
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline.py"
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run_pipeline(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -37,19 +29,6 @@ def run_pipeline(cwd: Path, *args: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
-
-
-def wait_ready(base: str, model: str, server: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert server.poll() is None, server.stdout.read() if server.stdout else "server exited"
-        try:
-            if httpx.get(f"{base}/v1/models/{model}", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("server did not become ready")
 
 
 @pytest.fixture(scope="module")
@@ -81,25 +60,11 @@ def test_served_model_answers_v1_predict_like_the_trained_model(local_run):
     estimator, card = load_estimator(Path(live.model_dir))
     test_split = next((cwd / "out" / "runs").glob("*/load-data/test_data"))
     rows = pd.read_parquet(test_split).drop(columns=[DEFAULT_LABEL_COLUMN]).to_numpy()
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(PIPELINE), "serve", "--root", "out", "--port", str(port)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(base, DEFAULT_MODEL_NAME, server)
-        response = httpx.post(f"{base}/v1/models/{DEFAULT_MODEL_NAME}:predict", json={"instances": rows.tolist()})
-        assert response.status_code == 200, response.text
-        assert response.json()["predictions"] == estimator.predict(rows).tolist()
-        assert len(card.feature_names) == rows.shape[1]
-    finally:
-        server.send_signal(signal.SIGINT)
-        output, _ = server.communicate(timeout=30)
-    assert server.returncode in (0, -signal.SIGINT, 130), output
+    served = predict_with_pipeline_serve(cwd, rows.tolist(), model=DEFAULT_MODEL_NAME)
+    assert served.predictions == estimator.predict(rows).tolist()
+    assert len(card.feature_names) == rows.shape[1]
+    output = served.output
+    assert served.returncode in (0, -signal.SIGINT, 130), output
     assert f"/v1/models/{DEFAULT_MODEL_NAME}:predict" in output, "serve prints a working curl"
     assert "Traceback" not in output
 

@@ -14,6 +14,6 @@ Modules, each one concept:
 - `retrain`: what to do on drift: `decide_on_drift`, `check_retrain_config`, `trigger_retraining` (through
   `components.submit`), `training_arguments_from_card` / `local_training_command` (local retraining).
 - `schedule`: `create_monitoring_schedule`, a KFP recurring run with parameters typed as the pipeline declares.
-- `ops` / `pipeline_def`: the thin KFP components and `monitoring_pipeline` / `make_monitoring_pipeline(image)`.
+- `kfp_components` / `pipeline_def`: the thin KFP components, `monitoring_pipeline` / `make_monitoring_pipeline(image)`.
 - `__main__`: `pipeline.py monitor ...` runs the pipeline under kfp.local and acts on drift, or schedules it.
 """

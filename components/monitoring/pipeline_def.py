@@ -24,12 +24,12 @@ from components.constants import (
     ON_DRIFT_FAIL,
     ON_DRIFT_RETRAIN,
 )
-from components.monitoring.ops import MonitoringComponents, build_monitoring_components
+from components.monitoring.kfp_components import MonitoringComponents, build_monitoring_components
 
 
 def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
     """Build the monitoring pipeline with every component on `image` (as `pipeline.make_training_pipeline`)."""
-    ops: MonitoringComponents = build_monitoring_components(image)
+    steps: MonitoringComponents = build_monitoring_components(image)
 
     @dsl.pipeline(name=MONITORING_PIPELINE_NAME, description="Payload-log drift check with a retraining trigger.")
     def monitoring_pipeline(
@@ -82,7 +82,7 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             std_ratio_threshold: Factor the standard deviation must grow or shrink by for a significant spread
                 test to count.
         """
-        check = ops.check_drift(
+        check = steps.check_drift(
             log_dir=log_dir,
             model_dir=model_dir,
             model_name=model_name,
@@ -109,7 +109,7 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             check, secret_name=KFP_ARTIFACT_SECRET_NAME, secret_key_to_env=dict(KFP_ARTIFACT_SECRET_KEYS), optional=True
         )
         with dsl.If(check.outputs["Output"] == ON_DRIFT_RETRAIN, name="drift-retrain"):
-            retrain = ops.request_retraining(
+            retrain = steps.request_retraining(
                 drift_report=check.outputs["drift_report"],
                 model_name=model_name,
                 model_dir=model_dir,
@@ -122,7 +122,7 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             )
             retrain.set_caching_options(False).set_display_name("request-retraining")
         with dsl.If(check.outputs["Output"] == ON_DRIFT_FAIL, name="drift-fail"):
-            fail = ops.fail_on_drift(drift_report=check.outputs["drift_report"], model_name=model_name)
+            fail = steps.fail_on_drift(drift_report=check.outputs["drift_report"], model_name=model_name)
             fail.set_caching_options(False).set_display_name("fail-on-drift")
 
     return monitoring_pipeline

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from components.serving.server import build_model, serve
+from components.serving.options import ServingOptionError, ServingOptions
 
-__all__ = ["build_model", "serve"]
+if TYPE_CHECKING:
+    from components.serving.server import build_model, run, serve
+
+__all__ = ["ServingOptionError", "ServingOptions", "build_model", "run", "serve"]
 
 
 def __getattr__(name: str) -> Any:
     # Lazy: importing kserve costs ~1 s and parses sys.argv; `pipeline.py` imports this package cheaply.
-    if name in __all__:
+    if name in {"build_model", "run", "serve"}:
         from components.serving import server
 
         return getattr(server, name)

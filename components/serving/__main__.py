@@ -7,6 +7,7 @@ ServingRuntime passes them, plus `--model_dir` and this server's own limits.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,13 @@ from components.constants import (
     MODEL_DIGEST_ENV,
     MODEL_VERSION_ENV,
     PROBA_PARAMETER,
+)
+from components.serving.options import (
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_GRACE_PERIOD_SECONDS,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_CONNECTIONS,
+    ServingOptions,
 )
 
 
@@ -34,13 +42,6 @@ def _flag(value: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     """KServe's model-server parser extended with this server's options."""
     from kserve import model_server
-
-    from components.serving.server import DEFAULT_GRACE_PERIOD_SECONDS
-    from components.serving.slow_clients import (
-        DEFAULT_BODY_TIMEOUT_S,
-        DEFAULT_HEADER_TIMEOUT_S,
-        DEFAULT_MAX_CONNECTIONS,
-    )
 
     parser = argparse.ArgumentParser(
         prog="kfp-sklearn-serve",
@@ -109,50 +110,36 @@ def _grpc_port(args: argparse.Namespace) -> int | None:
     return DEFAULT_GRPC_PORT if args.enable_grpc else None
 
 
+def options_from_args(args: argparse.Namespace) -> ServingOptions:
+    """The `ServingOptions` the parsed flags ask for (each field is read from the flag of the same name).
+
+    Raises:
+        ServingOptionError: A limit is out of range.
+        InvalidNameError: `--model_name` is not a valid model name.
+    """
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(ServingOptions)}
+    return ServingOptions(**{**values, "grpc_port": _grpc_port(args)})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse flags and serve; a refused model directory exits 1 with a one-line reason."""
     args = build_parser().parse_args(argv)
     from components.model_artifact import ModelIntegrityError
     from components.names import InvalidNameError
-    from components.serving.server import PortInUseError, serve
+    from components.serving.options import ServingOptionError
+    from components.serving.server import PortInUseError, run
 
-    for name in ("max_body_bytes", "max_rows", "workers", "max_connections", "timeout_keep_alive"):
-        if getattr(args, name) < 1:
-            print(f"kfp-sklearn-serve: --{name} must be at least 1", file=sys.stderr)
-            return 2
-    for name in ("header_timeout", "body_timeout"):
-        if not getattr(args, name) > 0:
-            print(f"kfp-sklearn-serve: --{name} must be positive", file=sys.stderr)
-            return 2
-    receive = args.grpc_max_receive_message_length
-    if receive is not None and receive < 1:
-        print("kfp-sklearn-serve: --grpc_max_receive_message_length must be at least 1", file=sys.stderr)
+    try:
+        options = options_from_args(args)
+    except ServingOptionError as exc:
+        print(f"kfp-sklearn-serve: --{exc.option} {exc.rule}", file=sys.stderr)
+        return 2
+    except InvalidNameError as exc:
+        print(f"kfp-sklearn-serve: {exc}", file=sys.stderr)
         return 2
     try:
-        serve(
-            args.model_dir,
-            model_name=args.model_name,
-            host=args.host,
-            port=args.http_port,
-            grpc_port=_grpc_port(args),
-            workers=args.workers,
-            max_body_bytes=args.max_body_bytes,
-            grpc_max_receive_bytes=receive,
-            max_rows=args.max_rows,
-            return_probabilities=args.return_probabilities,
-            use_onnx=args.use_onnx,
-            payload_log_dir=args.payload_log_dir,
-            grace_period=args.grace_period,
-            access_log=args.access_log,
-            model_digest=args.model_digest,
-            model_version=args.model_version,
-            enable_model_control=args.enable_model_control,
-            keep_alive_timeout=args.timeout_keep_alive,
-            header_timeout=args.header_timeout,
-            body_timeout=args.body_timeout,
-            max_connections=args.max_connections,
-        )
-    except (InvalidNameError, PortInUseError) as exc:
+        run(options)
+    except PortInUseError as exc:
         print(f"kfp-sklearn-serve: {exc}", file=sys.stderr)
         return 2
     except ModelIntegrityError as exc:

@@ -24,6 +24,8 @@ from typing import Any
 import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 from kserve.protocol.rest.server import RESTServer, metrics_handler
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -40,6 +42,7 @@ from components.serving.contract import (
     split_binary,
 )
 from components.serving.model import SklearnModel
+from components.serving.options import ServingOptions
 
 logger = logging.getLogger(__name__)
 
@@ -77,10 +80,10 @@ def _json(content: Any, status: int = HTTPStatus.OK) -> Response:
 class ServingMiddleware:
     """413 for oversized bodies (KServe sets no REST limit, kserve#2810) and the fast inference path."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int, model_name: str, lookup: Lookup) -> None:
+    def __init__(self, app: ASGIApp, options: ServingOptions, *, lookup: Lookup) -> None:
         self.app = app
-        self.max_bytes = max_bytes
-        self.model_name = model_name
+        self.max_bytes = options.max_body_bytes
+        self.model_name = options.model_name
         self.lookup = lookup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -267,17 +270,15 @@ class Routes:
     Args:
         lookup: Model registry lookup by name (returns None for an unknown name).
         list_models: The names in the registry.
-        model_name: The served model (the metric label for requests refused before lookup).
-        model_control: Serve `/v2/repository/models/<name>/load|unload`; off, they answer 403.
+        options: The server's settings: `model_name` (the metric label for requests refused before lookup) and
+            `enable_model_control` (serve `/v2/repository/models/<name>/load|unload`; off, they answer 403).
     """
 
-    def __init__(
-        self, lookup: Lookup, list_models: Callable[[], list[str]], *, model_name: str, model_control: bool
-    ) -> None:
+    def __init__(self, lookup: Lookup, list_models: Callable[[], list[str]], options: ServingOptions) -> None:
         self.lookup = lookup
         self.list_models = list_models
-        self.model_name = model_name
-        self.model_control = model_control
+        self.model_name = options.model_name
+        self.model_control = options.enable_model_control
 
     def register(self, app: FastAPI) -> None:
         """Add the routes (plain Starlette routes: no request models, no 422)."""
@@ -464,33 +465,34 @@ class ProjectRESTServer(RESTServer):
 
     def __init__(
         self,
-        *args: Any,
-        host: str,
-        max_body_bytes: int,
-        model_name: str,
-        access_log: bool,
-        enable_model_control: bool = False,
+        app: str,
+        data_plane: DataPlane,
+        model_repository_extension: ModelRepositoryExtension,
+        options: ServingOptions,
         **kwargs: Any,
     ) -> None:
-        """Same arguments as `kserve.protocol.rest.server.RESTServer`, plus the options below.
+        """KServe's RESTServer on `options`' port, workers, grace period and keep-alive timeout.
 
         Args:
-            *args: Passed to KServe's RESTServer.
-            host: Interface to bind.
-            max_body_bytes: Larger bodies get 413.
-            model_name: The served model.
-            access_log: One log line per request.
-            enable_model_control: Serve `/v2/repository/models/<name>/load|unload` (off: 403). Anyone who reaches
-                the port could otherwise take the model out of service.
-            **kwargs: Passed to KServe's RESTServer.
+            app: The FastAPI app's import string (KServe's).
+            data_plane: KServe's dataplane over the model registry.
+            model_repository_extension: KServe's model repository extension.
+            options: The server's settings (host, body limit, model name, access log, model control, ...).
+            **kwargs: Passed to KServe's RESTServer (event loop, access log format, SSL files).
         """
-        super().__init__(*args, **kwargs)
-        self.access_log = access_log
+        super().__init__(
+            app,
+            data_plane,
+            model_repository_extension,
+            options.http_port,
+            workers=options.workers,
+            grace_period=options.grace_period,
+            timeout_keep_alive=options.timeout_keep_alive,
+            **kwargs,
+        )
+        self.options = options
         # KServe binds 0.0.0.0; a laptop run should stay on loopback unless asked otherwise.
-        self.config.host = host
-        self.max_body_bytes = max_body_bytes
-        self.model_name = model_name
-        self.enable_model_control = enable_model_control
+        self.config.host = options.host
 
     def create_application(self) -> None:
         """Configure KServe's app, then put `ServingMiddleware` in front of it as the app uvicorn runs.
@@ -502,16 +504,13 @@ class ProjectRESTServer(RESTServer):
         from uvicorn.importer import import_from_string
 
         super().create_application()
-        if not self.access_log:
+        if not self.options.access_log:
             # uvicorn builds each access line's arguments whenever this logger has handlers, even disabled ones.
             access = logging.getLogger("uvicorn.access")
             access.handlers.clear()
             access.propagate = False
         self.config.app = ServingMiddleware(
-            import_from_string(FASTAPI_APP_IMPORT_STRING),
-            max_bytes=self.max_body_bytes,
-            model_name=self.model_name,
-            lookup=self.dataplane.model_registry.get_model,
+            import_from_string(FASTAPI_APP_IMPORT_STRING), self.options, lookup=self.dataplane.model_registry.get_model
         )
         # Everything loaded so far (kserve, FastAPI, sklearn, the model) lives as long as the process. Frozen, the
         # garbage collector stops re-scanning it: without this, the objects a ~1 MB JSON body creates trigger full
@@ -526,14 +525,9 @@ class ProjectRESTServer(RESTServer):
     def _register_endpoints(self, app: FastAPI) -> None:
         # Not KServe's: its routes validate with pydantic (422 echoing the body), expose unload to every client
         # and answer readiness for the server rather than the model. Same URLs, our contract.
-        app.state.served_model_name = self.model_name
+        app.state.served_model_name = self.options.model_name
         registry = self.dataplane.model_registry
-        Routes(
-            registry.get_model,
-            lambda: list(registry.get_models().keys()),
-            model_name=self.model_name,
-            model_control=self.enable_model_control,
-        ).register(app)
+        Routes(registry.get_model, lambda: list(registry.get_models().keys()), self.options).register(app)
 
     def _add_exception_handlers(self, app: FastAPI) -> None:
         super()._add_exception_handlers(app)

@@ -28,9 +28,12 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from components.serving import metrics
 from components.serving.contract import BINARY_DATA_SIZE, ClientError
 from components.serving.model import SklearnModel
+from components.serving.options import ServingOptions
 
 logger = logging.getLogger(__name__)
 
+GRPC_MAX_SEND_BYTES = 64 << 20
+"""Replies are small (labels, probabilities); this only bounds a pathological one."""
 RAW_OUTPUT_PARAMETER = "binary_data_output"
 """Request parameter (as in the REST binary extension) asking for `raw_output_contents`; raw inputs imply it."""
 
@@ -283,21 +286,23 @@ class GRPCServer:
     """A grpc.aio server on the model server's event loop, stopped with the REST server's grace period."""
 
     def __init__(
-        self,
-        servicer: InferenceServicer,
-        *,
-        host: str,
-        port: int,
-        max_receive_bytes: int,
-        max_send_bytes: int,
-        grace_period: float,
+        self, servicer: InferenceServicer, options: ServingOptions, *, max_send_bytes: int = GRPC_MAX_SEND_BYTES
     ) -> None:
-        """Bind `host:port` when `start()` runs (it must run on the serving loop)."""
+        """Bind `options.host:options.grpc_port` when `start()` runs (it must run on the serving loop).
+
+        Args:
+            servicer: The Open Inference Protocol servicer.
+            options: The server's settings: host, `grpc_port` (required here), receive limit, grace period.
+            max_send_bytes: Largest reply message.
+        """
+        host, port = options.host, options.grpc_port
+        if port is None:
+            raise ValueError("GRPCServer needs options.grpc_port")
         self.servicer = servicer
         self.address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.max_receive_bytes = max_receive_bytes
+        self.max_receive_bytes = options.grpc_max_receive_bytes
         self.max_send_bytes = max_send_bytes
-        self.grace_period = grace_period
+        self.grace_period = options.grace_period
         self._server: aio.Server | None = None
 
     async def start(self) -> None:

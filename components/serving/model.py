@@ -8,7 +8,6 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import kserve
@@ -16,7 +15,6 @@ import numpy as np
 import orjson
 from kserve.errors import InvalidInput
 
-from components.constants import DEFAULT_MAX_ROWS
 from components.model_artifact import ModelIntegrityError
 from components.serving import metrics
 from components.serving.contract import (
@@ -28,6 +26,7 @@ from components.serving.contract import (
     rows_from_v2,
     want_probabilities,
 )
+from components.serving.options import ServingOptions
 from components.serving.predictor import LoadedModel, NonFiniteScores, Prediction, load_model
 
 logger = logging.getLogger(__name__)
@@ -59,41 +58,21 @@ class ParsedRequest:
 class SklearnModel(kserve.Model):
     """A scikit-learn model directory served through KServe; `ready` only once it is verified and loaded."""
 
-    def __init__(
-        self,
-        name: str,
-        model_dir: Path,
-        *,
-        max_rows: int = DEFAULT_MAX_ROWS,
-        return_probabilities: bool = False,
-        use_onnx: bool = True,
-        payload_log_dir: Path | None = None,
-        model_version: str | None = None,
-        expected_digest: str | None = None,
-    ) -> None:
+    def __init__(self, options: ServingOptions) -> None:
         """Create an unloaded model; call `load()` before serving.
 
         Args:
-            name: The name in the URL (`/v1/models/<name>:predict`).
-            model_dir: Directory with `model.joblib` + `model.json` (+ optional verified `model.onnx`).
-            max_rows: Most rows accepted in one request.
-            return_probabilities: Server default for answering with class probabilities instead of labels.
-            use_onnx: Use the ONNX fast path when the card lists a verified one.
-            payload_log_dir: When set, every successful prediction is handed to a PayloadLogWriter here.
-            model_version: The version the deploy recorded; `versions/<v>` routes answer only for it. Default: the
-                short id of the directory digest.
-            expected_digest: Refuse a directory whose digest differs (`sha256:<hex>`, pinned outside it).
+            options: The server's settings; the model reads `model_name` (the name in the URLs), `model_dir`,
+                `max_rows`, `return_probabilities`, `use_onnx`, `payload_log_dir`, `model_version` (the only
+                version `versions/<v>` routes answer for; default: the short id of the directory digest) and
+                `model_digest` (refuse a directory whose digest differs).
         """
-        super().__init__(name)
-        self.model_version = model_version
-        self.expected_digest = expected_digest
-        self.model_dir = model_dir
-        self.max_rows = max_rows
-        self.return_probabilities = return_probabilities
-        self.use_onnx = use_onnx
-        self.payload_log_dir = payload_log_dir
+        super().__init__(options.model_name)
+        self.options = options
+        self.payload_log_dir = options.payload_log_dir
+        """Where predictions are logged; set to None for good when the log fails (predictions go on)."""
         self.loaded: LoadedModel | None = None
-        self.spec = FeatureSpec((), max_rows)
+        self.spec = FeatureSpec((), options.max_rows)
         self.load_error: str | None = None
         self._label_datatype = V2_FP64
         self._writer: Any = None
@@ -103,10 +82,10 @@ class SklearnModel(kserve.Model):
         """Verify and load the model directory; on refusal log why and stay unready."""
         try:
             loaded = load_model(
-                self.model_dir,
-                use_onnx=self.use_onnx,
-                expected_digest=self.expected_digest,
-                model_version=self.model_version,
+                self.options.model_dir,
+                use_onnx=self.options.use_onnx,
+                expected_digest=self.options.model_digest,
+                model_version=self.options.model_version,
             )
         except ModelIntegrityError as exc:
             self.load_error = str(exc)
@@ -114,7 +93,7 @@ class SklearnModel(kserve.Model):
             logger.error("model '%s' NOT loaded, it stays unready: %s", self.name, exc)
             return False
         self.loaded = loaded
-        self.spec = FeatureSpec(tuple(loaded.card.feature_names), self.max_rows)
+        self.spec = FeatureSpec(tuple(loaded.card.feature_names), self.options.max_rows)
         self._label_datatype = _v2_datatype(np.asarray(getattr(loaded.estimator, "classes_", [])))
         metrics.record_model(
             self.name,
@@ -128,7 +107,7 @@ class SklearnModel(kserve.Model):
     @property
     def version(self) -> str:
         """The served version id (empty until loaded, unless the deploy named one)."""
-        return self.loaded.version if self.loaded is not None else (self.model_version or "")
+        return self.loaded.version if self.loaded is not None else (self.options.model_version or "")
 
     def metadata(self) -> dict[str, Any]:
         """V2 model metadata (REST `GET /v2/models/<name>` and gRPC ModelMetadata say the same)."""
@@ -249,7 +228,7 @@ class SklearnModel(kserve.Model):
             logger.error("payload log disabled: %s; predictions are still served", str(exc)[:300])
 
     def _want_probabilities(self, parameters: Any) -> bool:
-        wanted = want_probabilities(parameters, self.return_probabilities)
+        wanted = want_probabilities(parameters, self.options.return_probabilities)
         if wanted and self.loaded is not None and not self.loaded.has_probabilities:
             raise ClientError("this model has no predict_proba; ask for labels", reason="bad_parameters")
         return wanted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import functools
 import logging
@@ -11,30 +12,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from components.constants import (
-    DEFAULT_HOST,
-    DEFAULT_HTTP_PORT,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_ROWS,
-)
 from components.model_artifact import ModelIntegrityError
-from components.names import check_model_name
 from components.serving.model import SklearnModel
-from components.serving.slow_clients import (
-    DEFAULT_BODY_TIMEOUT_S,
-    DEFAULT_HEADER_TIMEOUT_S,
-    DEFAULT_MAX_CONNECTIONS,
-    ConnectionLimits,
-)
+from components.serving.options import ServingOptions
+from components.serving.slow_clients import ConnectionLimits
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_GRACE_PERIOD_SECONDS = 30
-"""In-flight requests get this long to finish on SIGTERM; match the pod's terminationGracePeriodSeconds."""
-DEFAULT_KEEP_ALIVE_SECONDS = 65
-"""KServe's default: longer than a proxy's idle timeout (Istio/Envoy 60 s), so the proxy closes first."""
-GRPC_MAX_SEND_BYTES = 64 << 20
-"""Replies are small (labels, probabilities); this only bounds a pathological one."""
+_RENAMED = {
+    "port": "http_port",
+    "keep_alive_timeout": "timeout_keep_alive",
+    "grpc_max_receive_bytes": "grpc_max_receive_message_length",
+}
+"""`serve()` keywords spelled differently from the `ServingOptions` fields they set."""
 
 
 class PortInUseError(RuntimeError):
@@ -62,138 +52,62 @@ def check_ports_free(host: str, ports: Sequence[tuple[str, int]]) -> None:
                 raise PortInUseError(f"cannot bind {protocol} port {port} on {host}: {exc.strerror}") from None
 
 
-def build_model(
-    model_dir: Path,
-    *,
-    model_name: str,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    return_probabilities: bool = False,
-    use_onnx: bool = True,
-    payload_log_dir: Path | None = None,
-    model_digest: str | None = None,
-    model_version: str | None = None,
-) -> SklearnModel:
+def build_model(options: ServingOptions) -> SklearnModel:
     """Create and load the served model.
 
     Raises:
         ModelIntegrityError: The directory was refused (the message says why); nothing was unpickled.
     """
-    model = SklearnModel(
-        model_name,
-        model_dir,
-        max_rows=max_rows,
-        return_probabilities=return_probabilities,
-        use_onnx=use_onnx,
-        payload_log_dir=payload_log_dir,
-        model_version=model_version,
-        expected_digest=model_digest,
-    )
+    model = SklearnModel(options)
     if not model.load():
-        raise ModelIntegrityError(model.load_error or f"model directory {model_dir} could not be loaded")
+        raise ModelIntegrityError(model.load_error or f"model directory {options.model_dir} could not be loaded")
     return model
 
 
-def serve(
-    model_dir: Path,
-    *,
-    model_name: str,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_HTTP_PORT,
-    grpc_port: int | None = None,
-    workers: int = 1,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    grpc_max_receive_bytes: int | None = None,
-    max_rows: int = DEFAULT_MAX_ROWS,
-    return_probabilities: bool = False,
-    use_onnx: bool = True,
-    payload_log_dir: Path | None = None,
-    grace_period: int = DEFAULT_GRACE_PERIOD_SECONDS,
-    access_log: bool = False,
-    model_digest: str | None = None,
-    model_version: str | None = None,
-    enable_model_control: bool = False,
-    keep_alive_timeout: int = DEFAULT_KEEP_ALIVE_SECONDS,
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT_S,
-    max_connections: int = DEFAULT_MAX_CONNECTIONS,
-) -> None:
-    """Serve `model_dir` over KServe V1/V2 REST (and V2 gRPC) until SIGINT/SIGTERM (in-flight requests finish first).
+def serve(model_dir: Path, *, model_name: str, **fields: Any) -> None:
+    """Keyword form of `run`: build `ServingOptions` from `model_dir`, `model_name` and its fields, then serve.
 
     Args:
-        model_dir: Model directory written by train (verified before anything is unpickled; never written to).
-        model_name: Name in the URLs, e.g. `/v1/models/<model_name>:predict`.
-        host: Interface to bind; 127.0.0.1 keeps a laptop server private, 0.0.0.0 is for containers.
-        port: HTTP port.
-        grpc_port: Serve the Open Inference Protocol over gRPC on this port too (None: REST only).
-        workers: HTTP server processes (KServe `--workers`); each holds its own copy of the model. gRPC is
-            answered by the main process, as in stock KServe.
-        max_body_bytes: Larger request bodies get 413.
-        grpc_max_receive_bytes: Larger gRPC messages get RESOURCE_EXHAUSTED (None: `max_body_bytes`).
-        max_rows: More instances in one request get 400.
-        return_probabilities: Answer with class probabilities unless a request says otherwise.
-        use_onnx: Use the verified ONNX fast path when the model directory has one.
-        payload_log_dir: Hand every successful prediction to a PayloadLogWriter writing here.
-        grace_period: Seconds in-flight requests get to finish on shutdown.
-        access_log: One log line per request (uvicorn's access log).
-        model_digest: The pinned `sha256:...` digest of the whole model directory; anything else is refused
-            before it is unpickled.
-        model_version: The version id the routes and metadata report (None: derived from the digest).
-        enable_model_control: Serve KServe's model load/unload endpoints (off: nobody can unload the model).
-        keep_alive_timeout: Seconds an idle HTTP connection stays open (before a request and between requests).
-        header_timeout: Seconds a request's headers may take from its first byte.
-        body_timeout: Seconds a request's body may take after its headers.
-        max_connections: Open HTTP connections per process; beyond it the oldest idle or slow one is closed.
+        model_dir: Model directory written by train.
+        model_name: Name in the URLs.
+        **fields: Any other `ServingOptions` field by name; the older keywords `port`, `keep_alive_timeout` and
+            `grpc_max_receive_bytes` set `http_port`, `timeout_keep_alive` and `grpc_max_receive_message_length`.
 
     Raises:
-        InvalidNameError: `model_name` is not a valid model name (checked before anything else).
+        ServingOptionError: A limit is out of range.
+        InvalidNameError: `model_name` is not a valid model name.
         PortInUseError: A port is taken (checked before the model is loaded).
         ModelIntegrityError: The model directory was refused; the server never started.
-        ValueError: A limit is not positive.
     """
-    check_model_name(model_name)
-    limits = ConnectionLimits(
-        idle_timeout=keep_alive_timeout,
-        header_timeout=header_timeout,
-        body_timeout=body_timeout,
-        max_connections=max_connections,
-    )
-    ports = [("HTTP", port)] + ([("gRPC", grpc_port)] if grpc_port is not None else [])
+    renamed = {_RENAMED.get(name, name): value for name, value in fields.items()}
+    run(ServingOptions(model_dir=Path(model_dir), model_name=model_name, **renamed))
+
+
+def run(options: ServingOptions) -> None:
+    """Serve `options.model_dir` over KServe V1/V2 REST (and V2 gRPC) until SIGINT/SIGTERM (in-flight finish first).
+
+    Args:
+        options: Every server setting, already validated (see `ServingOptions` for each field).
+
+    Raises:
+        PortInUseError: A port is taken (checked before the model is loaded).
+        ModelIntegrityError: The model directory was refused; the server never started.
+    """
+    host, port, grpc_port = options.host, options.http_port, options.grpc_port
     if grpc_port is not None and grpc_port == port:
         raise PortInUseError(f"HTTP and gRPC cannot share port {port}; choose another --grpc_port")
-    check_ports_free(host, ports)
-    _configure_logging(access_log)
-    model = build_model(
-        model_dir,
-        model_name=model_name,
-        max_rows=max_rows,
-        return_probabilities=return_probabilities,
-        use_onnx=use_onnx,
-        payload_log_dir=payload_log_dir,
-        model_digest=model_digest,
-        model_version=model_version,
-    )
-    server = _ProjectModelServer(
-        host=host,
-        http_port=port,
-        grpc_port=grpc_port,
-        workers=workers,
-        max_body_bytes=max_body_bytes,
-        grpc_max_receive_bytes=grpc_max_receive_bytes or max_body_bytes,
-        model_name=model_name,
-        grace_period=grace_period,
-        access_log=access_log,
-        enable_model_control=enable_model_control,
-        timeout_keep_alive=keep_alive_timeout,
-        limits=limits,
-    )
+    check_ports_free(host, [("HTTP", port)] + ([("gRPC", grpc_port)] if grpc_port is not None else []))
+    _configure_logging(options.access_log)
+    model = build_model(options)
+    server = create_model_server(options)
     grpc_note = f", gRPC on {host}:{grpc_port}" if grpc_port is not None else ""
     logger.info(
         "serving %s on http://%s:%d%s (%d worker(s), backend %s)",
-        model_name,
+        options.model_name,
         host,
         port,
         grpc_note,
-        workers,
+        options.workers,
         _backend(model),
     )
     try:
@@ -252,31 +166,20 @@ def _model_server_class() -> type:
     class ProjectModelServer(ModelServer):
         """KServe's ModelServer with our REST server (host, body limit, fast routes, slow-client guard) and gRPC.
 
-        KServe's own gRPC server stays off; ours serves the same contract as REST.
+        KServe's own gRPC server stays off; ours serves the same contract as REST. Settings KServe's parser
+        owns and `ServingOptions` does not (event loop, SSL files, access log format) keep KServe's defaults.
         """
 
-        def __init__(
-            self,
-            *,
-            host: str,
-            grpc_port: int | None,
-            max_body_bytes: int,
-            grpc_max_receive_bytes: int,
-            model_name: str,
-            access_log: bool,
-            enable_model_control: bool,
-            limits: ConnectionLimits,
-            **kwargs: Any,
-        ) -> None:
-            super().__init__(enable_grpc=False, grpc_port=grpc_port or 0, **kwargs)
-            self.access_log = access_log
-            self.host = host
-            self.serve_grpc = grpc_port is not None
-            self.max_body_bytes = max_body_bytes
-            self.grpc_max_receive_bytes = grpc_max_receive_bytes
-            self.model_name = model_name
-            self.enable_model_control = enable_model_control
-            self.limits = limits
+        def __init__(self, options: ServingOptions) -> None:
+            super().__init__(
+                http_port=options.http_port,
+                grpc_port=options.grpc_port or 0,
+                enable_grpc=False,
+                workers=options.workers,
+                grace_period=options.grace_period,
+                timeout_keep_alive=options.timeout_keep_alive,
+            )
+            self.options = options
             self._stopping = False
 
         def stop(self, sig: int) -> None:
@@ -288,45 +191,38 @@ def _model_server_class() -> type:
             super().stop(sig)
 
         def _rest_server_for(self) -> ProjectRESTServer:
+            # KServe moves the default port to 8443 when given SSL files; the REST server binds what KServe chose.
+            options = dataclasses.replace(self.options, http_port=self.http_port)
             rest = ProjectRESTServer(
                 FASTAPI_APP_IMPORT_STRING,
                 self.dataplane,
                 self.model_repository_extension,
-                self.http_port,
-                host=self.host,
-                max_body_bytes=self.max_body_bytes,
-                model_name=self.model_name,
-                access_log=self.access_log,
-                enable_model_control=self.enable_model_control,
+                options,
                 access_log_format=self.access_log_format,
-                workers=self.workers,
-                grace_period=self.grace_period,
                 event_loop=self.event_loop,
-                timeout_keep_alive=self.timeout_keep_alive,
                 ssl_certfile=self.ssl_certfile,
                 ssl_keyfile=self.ssl_keyfile,
             )
+            limits = ConnectionLimits(
+                idle_timeout=options.timeout_keep_alive,
+                header_timeout=options.header_timeout,
+                body_timeout=options.body_timeout,
+                max_connections=options.max_connections,
+            )
             # Module-level class + partial: picklable into KServe's worker processes.
-            rest.config.http = functools.partial(GuardedHttpToolsProtocol, limits=self.limits)
+            rest.config.http = functools.partial(GuardedHttpToolsProtocol, limits=limits)
             return rest
 
         def _grpc_server_for(self) -> GRPCServer:
             servicer = InferenceServicer(
                 self.dataplane.model_registry.get_model,
-                label=self.model_name,
+                label=self.options.model_name,
                 server_name=str(self.dataplane.metadata()["name"]),
                 server_version=str(self.dataplane.metadata()["version"]),
                 extensions=[],
             )
             servicer.watch(list(self.registered_models.get_models()))
-            return GRPCServer(
-                servicer,
-                host=self.host,
-                port=self.grpc_port,
-                max_receive_bytes=self.grpc_max_receive_bytes,
-                max_send_bytes=GRPC_MAX_SEND_BYTES,
-                grace_period=self.grace_period,
-            )
+            return GRPCServer(servicer, self.options)
 
         def start(self, models: list[Any]) -> None:
             self._register_and_check_atleast_one_model_is_ready(models)
@@ -349,7 +245,7 @@ def _model_server_class() -> type:
             else:
                 self._rest_server = rest
                 self.servers.append(rest.start())
-            if self.serve_grpc:
+            if self.options.grpc_port is not None:
                 # KServe's stop() stops `_grpc_server` on SIGTERM, after the REST server's graceful shutdown.
                 self._grpc_server = self._grpc_server_for()
                 self.servers.append(self._grpc_server.start())
@@ -375,5 +271,6 @@ def _loop_factory(event_loop: str) -> Any:
     return uvloop.new_event_loop
 
 
-def _ProjectModelServer(**kwargs: Any) -> Any:
-    return _model_server_class()(**kwargs)
+def create_model_server(options: ServingOptions) -> Any:
+    """The project's KServe ModelServer for `options` (its class is built on first use, see `_model_server_class`)."""
+    return _model_server_class()(options)

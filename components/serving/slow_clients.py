@@ -27,13 +27,6 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HEADER_TIMEOUT_S = 10.0
-"""A request's headers must arrive within this long of its first byte (slowloris)."""
-DEFAULT_BODY_TIMEOUT_S = 30.0
-"""A body must arrive within this long of its headers: 1 MiB at ~35 KB/s."""
-DEFAULT_MAX_CONNECTIONS = 1000
-"""Open HTTP connections per process before the oldest idle or slow one is evicted; keep it below `ulimit -n`."""
-
 _IDLE, _HEADERS, _BODY, _HANDLING = "idle", "headers", "body", "handling"
 _EVICTABLE = frozenset({_IDLE, _HEADERS, _BODY})
 _EVICTION_LOG_EVERY_S = 10.0
@@ -58,21 +51,13 @@ def _schedule_sweep(loop: asyncio.AbstractEventLoop, connections: set[Any], inte
 
 @dataclass(frozen=True)
 class ConnectionLimits:
-    """Per-connection deadlines (seconds) and the connection cap of one server process."""
+    """Per-connection deadlines (seconds) and the connection cap of one server process (validated by ServingOptions)."""
 
     idle_timeout: float
     """Before the first byte of a request (after a response uvicorn's own keep-alive timeout applies)."""
-    header_timeout: float = DEFAULT_HEADER_TIMEOUT_S
-    body_timeout: float = DEFAULT_BODY_TIMEOUT_S
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-
-    def __post_init__(self) -> None:
-        """Refuse values that would close every connection or never close any."""
-        for name in ("idle_timeout", "header_timeout", "body_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if self.max_connections < 1:
-            raise ValueError(f"max_connections must be at least 1, got {self.max_connections!r}")
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):

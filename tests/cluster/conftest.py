@@ -6,11 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from fake_kube_api import FakeKubeApi, FakePredictor
-from kserve_webhook import webhook_errors
-from kube_schemas import MANIFESTS, SHARED_SCHEMAS, crd_errors
 
 from components.constants import DEFAULT_MODEL_NAME, DEPLOYER_ROLE_NAME
+from tests.cluster.fake_kube_api import FakeKubeApi, FakePredictor
+from tests.cluster.kserve_webhook import webhook_errors
+from tests.cluster.kube_schemas import MANIFESTS, SHARED_SCHEMAS, crd_errors
 
 
 def deployer_role_rules() -> dict[str, set[str]]:

@@ -6,7 +6,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from loopback_http import LoopbackServer, QuietHandler
+from tests.cluster.loopback_http import LoopbackServer, QuietHandler
 
 
 class FakeKfpApi:

@@ -47,10 +47,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kserve_webhook import WEBHOOK_NAME
-from loopback_http import LoopbackServer, QuietHandler
-
 from components.constants import INFERENCE_SERVICE_PLURAL, KSERVE_GROUP, KSERVE_VERSION
+from tests.cluster.kserve_webhook import WEBHOOK_NAME
+from tests.cluster.loopback_http import LoopbackServer, QuietHandler
 
 _COLLECTION = re.compile(
     rf"^/apis/{re.escape(KSERVE_GROUP)}/{KSERVE_VERSION}/namespaces/([^/]+)/{INFERENCE_SERVICE_PLURAL}$"

@@ -6,7 +6,6 @@ import dataclasses
 import json
 
 import pytest
-from fake_kube_api import DEFAULT_USER, FakeKubeApi, FakePredictor, Outcome, merge_patch_apply, ready_always
 
 from components.constants import (
     CANARY_ANNOTATION,
@@ -37,6 +36,14 @@ from components.inference_service import (
     with_standard_canary,
 )
 from components.model_artifact import ModelCard
+from tests.cluster.fake_kube_api import (
+    DEFAULT_USER,
+    FakeKubeApi,
+    FakePredictor,
+    Outcome,
+    merge_patch_apply,
+    ready_always,
+)
 
 URI_A = "s3://mlpipeline/v2/artifacts/pipe/run-a/train/model"
 URI_B = "s3://mlpipeline/v2/artifacts/pipe/run-b/train/model"

@@ -5,7 +5,6 @@ create-or-patch against a fake API server over HTTP and a smoke predict against 
 import json
 
 import pytest
-from fake_kube_api import FakeKubeApi, Outcome
 
 from components.constants import (
     DEFAULT_MODEL_NAME,
@@ -18,6 +17,7 @@ from components.deploy import deploy_model
 from components.deploy_kubernetes import DeployForbiddenError
 from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
 from components.model_artifact import ModelIntegrityError, directory_digest, version_id
+from tests.cluster.fake_kube_api import FakeKubeApi, Outcome
 
 RUN_ID = "3f1c2a9e-6b1d-4c1e-9a51-2f4e8c7d1b20"
 # KFP's layout: <pipeline root>/<pipeline name>/<run id>/<task>/<uuid>/<output> (backend/src/v2/driver/driver.go).
@@ -136,7 +136,7 @@ def test_the_deploy_components_literal_defaults_are_the_projects_constants():
     import inspect
 
     from components import constants
-    from components.ops import deploy as deploy_component
+    from components.kfp_components import deploy as deploy_component
 
     defaults = {k: v.default for k, v in inspect.signature(deploy_component).parameters.items()}
     assert defaults["min_replicas"] == constants.DEFAULT_MIN_REPLICAS

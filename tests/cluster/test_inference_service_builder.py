@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from kube_schemas import crd_errors
 
 from components import constants
 from components.inference_service import (
@@ -23,6 +22,7 @@ from components.inference_service import (
     storage_uri_from_artifact,
     with_standard_canary,
 )
+from tests.cluster.kube_schemas import crd_errors
 
 URI = "s3://mlpipeline/v2/artifacts/pipe/run/train/model"
 

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kube_schemas import (
+
+from components import constants
+from components.inference_service import build_inference_service, resource_requirements
+from tests.cluster.kube_schemas import (
     MANIFESTS,
     REPO,
     crd_errors,
@@ -23,13 +26,18 @@ from kube_schemas import (
     strictify,
 )
 
-from components import constants
-from components.inference_service import build_inference_service, resource_requirements
-
 needs_kustomize = pytest.mark.skipif(not kustomize_available(), reason="kubectl/kustomize not on PATH")
 OVERLAYS = ["overlays/kind", "overlays/minikube"]
 BOOTSTRAP = MANIFESTS / "bootstrap"
 CHECKOV = REPO / ".tools" / "checkov" / "bin" / "checkov"
+# Names the manifests use and no code reads: facts of manifests/ (and KServe) checked here.
+LOGGER_AGENT_PORT = 9081
+"""With `predictor.logger`, KServe's Service targets the injected agent on this port (service_reconciler.go)."""
+MODEL_CLIENTS_NAMESPACE_LABEL = "kfp-sklearn-kserve/model-clients"
+"""Namespaces labelled with this (value "true") may call the predictors (base/networkpolicy-predictors.yaml)."""
+KFP_OBJECT_STORE_ENDPOINT = "seaweedfs.kubeflow:9000"
+"""KFP >= 2.15 standalone (SeaweedFS, S3-compatible port); older releases: minio-service.kubeflow:9000."""
+MODEL_STORE_SECRET_NAME = "kfp-object-store"  # the Secret's name, not a credential
 
 
 @pytest.fixture(scope="module")
@@ -223,9 +231,8 @@ def predictor_policy(objects: list[dict]) -> dict:
 def test_the_predictor_policy_admits_every_port_the_service_targets_with_and_without_the_logger(
     rendered, overlay, logger
 ):
-    from predictor_preview import service_ports
-
     from components.payload_log import logger_spec
+    from tests.cluster.predictor_preview import service_ports
 
     (runtime,) = by_kind(rendered[overlay], "ServingRuntime")
     isvc = build_inference_service(
@@ -235,7 +242,7 @@ def test_the_predictor_policy_admits_every_port_the_service_targets_with_and_wit
         logger=logger_spec("http://payload-logger.kserve-models.svc.cluster.local") if logger else None,
     )
     ports = service_ports(isvc, runtime)
-    http = constants.LOGGER_AGENT_PORT if logger else constants.DEFAULT_HTTP_PORT
+    http = LOGGER_AGENT_PORT if logger else constants.DEFAULT_HTTP_PORT
     assert [(p["port"], p["targetPort"]) for p in ports] == [(80, http), (8081, 8081)]
     assert ports[1]["appProtocol"] == "kubernetes.io/h2c"  # gRPC next to HTTP, Standard mode only
     # The deploy step's smoke predict runs in the KFP namespace.
@@ -246,7 +253,7 @@ def test_the_predictor_policy_admits_every_port_the_service_targets_with_and_wit
 @needs_kustomize
 def test_the_predictor_policy_admits_only_the_named_namespaces(rendered):
     policy = predictor_policy(rendered["base"])
-    opted_in = {constants.MODEL_CLIENTS_NAMESPACE_LABEL: "true"}
+    opted_in = {MODEL_CLIENTS_NAMESPACE_LABEL: "true"}
     for namespace, labels in [(constants.KFP_NAMESPACE, {}), ("istio-system", {}), ("my-app", opted_in)]:
         assert admits(policy, namespace, labels, constants.DEFAULT_HTTP_PORT), namespace
     for namespace in ["default", "kube-system", "my-app", constants.DEFAULT_NAMESPACE]:
@@ -257,7 +264,7 @@ def test_the_predictor_policy_admits_only_the_named_namespaces(rendered):
 @needs_kustomize
 def test_the_builders_defaults_keep_the_overlays_resources(rendered):
     """The InferenceService's container wins over the runtime's key by key: leave what the overlay sizes alone."""
-    from predictor_preview import predictor_deployments
+    from tests.cluster.predictor_preview import predictor_deployments
 
     (runtime,) = by_kind(rendered["overlays/kind"], "ServingRuntime")
     default = build_inference_service(
@@ -301,14 +308,14 @@ def test_manifests_name_only_files_that_exist():
 def test_storage_secret_points_at_kfps_object_store_and_holds_no_credentials(rendered):
     objects = rendered["base"]
     (secret,) = by_kind(objects, "Secret")
-    assert secret["metadata"]["name"] == constants.MODEL_STORE_SECRET_NAME
+    assert secret["metadata"]["name"] == MODEL_STORE_SECRET_NAME
     annotations = secret["metadata"]["annotations"]
-    assert annotations["serving.kserve.io/s3-endpoint"] == constants.KFP_OBJECT_STORE_ENDPOINT
+    assert annotations["serving.kserve.io/s3-endpoint"] == KFP_OBJECT_STORE_ENDPOINT
     assert annotations["serving.kserve.io/s3-usehttps"] == "0"
     assert "data" not in secret and "stringData" not in secret
     (account,) = by_kind(objects, "ServiceAccount")
     assert account["metadata"]["name"] == constants.MODEL_READER_SERVICE_ACCOUNT
-    assert account["secrets"] == [{"name": constants.MODEL_STORE_SECRET_NAME}]
+    assert account["secrets"] == [{"name": MODEL_STORE_SECRET_NAME}]
     assert account["automountServiceAccountToken"] is False
 
 
@@ -356,7 +363,7 @@ def test_bootstrap_scripts_pass_shellcheck():
 @pytest.mark.skipif(not CHECKOV.exists(), reason="checkov not installed in .tools/checkov (run: make checkov-install)")
 @needs_kustomize
 def test_checkov_finds_no_unexplained_failure(tmp_path: Path, rendered):
-    from predictor_preview import predictor_deployments
+    from tests.cluster.predictor_preview import predictor_deployments
 
     for name, objects in rendered.items():
         path = tmp_path / f"{name.replace('/', '-')}.yaml"

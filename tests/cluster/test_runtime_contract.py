@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,20 +20,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kube_schemas import MANIFESTS, kustomize_available, render
 
 from components.constants import DEFAULT_MODEL_NAME, MODEL_DIGEST_ENV, MODEL_MOUNT_PATH, MODEL_VERSION_ENV
 from components.deploy_kubernetes import smoke_predict
 from components.model_artifact import directory_digest, version_id
+from tests.cluster.kube_schemas import MANIFESTS, kustomize_available, render
+from tests.helpers import free_port
 
 pytestmark = pytest.mark.skipif(not kustomize_available(), reason="kubectl/kustomize not on PATH")
 START_TIMEOUT_S = 120.0
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import socket
 from pathlib import Path
 
 import pytest
-from fake_kfp_api import FakeKfpApi
 
 from components.constants import KFP_RUN_SERVICE_ACCOUNT
 from components.submit import SubmitError, submit_pipeline
@@ -31,15 +30,6 @@ def package(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pkg") / "pipeline.yaml"
     compiler.Compiler().compile(probe, str(path))
     return path
-
-
-@pytest.fixture
-def kfp_api(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.config/kfp/context.json from the developer
-    api = FakeKfpApi()
-    api.start()
-    yield api
-    api.stop()
 
 
 def test_submit_creates_the_experiment_and_a_run_with_the_service_account(package, kfp_api):

@@ -17,8 +17,8 @@ from components.constants import (
 )
 from components.data import DataValidationError
 from components.inference_service import LINEAGE_RUN_NAME
+from components.kfp_components import build_components
 from components.local_store import current
-from components.ops import build_components
 
 LABEL = DEFAULT_LABEL_COLUMN
 OPS = build_components()

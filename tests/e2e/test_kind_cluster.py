@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -35,6 +34,7 @@ from components.constants import (
     SERVING_RUNTIME_NAME,
 )
 from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_ROLLOUT_ID, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
+from tests.helpers import free_port
 
 pytestmark = [
     pytest.mark.e2e,
@@ -122,12 +122,6 @@ def deployed_run(custom_api, tmp_path_factory) -> str:
     run = kfp.Client(host=ENDPOINT).wait_for_run_completion(run_id, timeout=int(TIMEOUT))
     assert str(run.state) == "SUCCEEDED", f"run {run_id} ended {run.state}"
     return run_id
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_the_run_deployed_a_ready_service_that_answers_v1_predict(custom_api, deployed_run, iris_xy):

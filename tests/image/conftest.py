@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from image_helpers import PODMAN, REQUIRE_IMAGE_ENV, podman
 
 from components.constants import DEFAULT_IMAGE
+from tests.image.image_helpers import PODMAN, REQUIRE_IMAGE_ENV, podman
 
 
 def _unavailable(reason: str) -> None:

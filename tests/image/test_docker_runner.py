@@ -9,24 +9,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from image_helpers import REPO_ROOT, REQUIRE_IMAGE_ENV
 
 from components.constants import DEFAULT_IMAGE, DEFAULT_LABEL_COLUMN, DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME
 from components.local_runners import PODMAN_API_SCRIPT, STEP_CONTAINER_PREFIX
 from components.local_store import current
 from components.model_artifact import load_estimator
+from tests.helpers import predict_with_pipeline_serve
+from tests.image.image_helpers import REPO_ROOT, REQUIRE_IMAGE_ENV
 
 RUN_TIMEOUT_S = 900
 """Four containers on vfs storage, each a full copy of the ~900 MB image: 1.5-3 min on the 2-core CI machine."""
@@ -100,25 +97,6 @@ def _run(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProc
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_ready(base: str, server: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, server.stdout.read() if server.stdout else "server exited"
-        try:
-            if httpx.get(f"{base}/v1/models/{DEFAULT_MODEL_NAME}", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"server did not become ready within {SERVER_START_TIMEOUT_S:.0f}s")
-
-
 @pytest.fixture(scope="module")
 def docker_run(docker_env, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess[str]]:
     cwd = tmp_path_factory.mktemp("user-dir")
@@ -158,23 +136,9 @@ def test_serve_after_a_docker_run_answers_v1_predict_like_the_deployed_model(doc
     estimator, _card = load_estimator(Path(live.model_dir))
     test_split = next((cwd / "out" / "runs").glob("*/load-data/test_data"))
     rows = pd.read_parquet(test_split).drop(columns=[DEFAULT_LABEL_COLUMN]).to_numpy()
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(PIPELINE), "serve", "--root", "out", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, server)
-        response = httpx.post(f"{base}/v1/models/{DEFAULT_MODEL_NAME}:predict", json={"instances": rows.tolist()})
-        assert response.status_code == 200, response.text
-        assert response.json()["predictions"] == estimator.predict(rows).tolist()
-    finally:
-        server.send_signal(signal.SIGINT)
-        output, _ = server.communicate(timeout=30)
+    served = predict_with_pipeline_serve(cwd, rows.tolist(), "--host", "127.0.0.1", model=DEFAULT_MODEL_NAME)
+    assert served.predictions == estimator.predict(rows).tolist()
+    output = served.output
     assert f"Serving '{DEFAULT_MODEL_NAME}' version {live.version}" in output
 
 

@@ -8,7 +8,8 @@ import re
 import subprocess
 
 import pytest
-from image_helpers import REPO_ROOT, REQUIRE_IMAGE_ENV
+
+from tests.image.image_helpers import REPO_ROOT, REQUIRE_IMAGE_ENV
 
 pytestmark = pytest.mark.image
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import time
 import tomllib
@@ -19,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from image_helpers import PODMAN, READ_ONLY_OPTIONS, REPO_ROOT, REQUIRE_IMAGE_ENV, RUN_OPTIONS, podman, run_in_image
 from kfp import compiler
 
 from components.constants import (
@@ -33,6 +31,16 @@ from components.constants import (
     PREDICTOR_UID,
 )
 from components.model_artifact import load_estimator
+from tests.helpers import free_port
+from tests.image.image_helpers import (
+    PODMAN,
+    READ_ONLY_OPTIONS,
+    REPO_ROOT,
+    REQUIRE_IMAGE_ENV,
+    RUN_OPTIONS,
+    podman,
+    run_in_image,
+)
 
 pytestmark = [pytest.mark.image, pytest.mark.slow]
 
@@ -70,12 +78,6 @@ def _compiled_executor(component, scratch: Path) -> tuple[dict, dict]:
     (interface,) = spec["components"].values()
     container = spec["deploymentSpec"]["executors"][interface["executorLabel"]]["container"]
     return container, interface
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +170,7 @@ def test_image_size_is_reported_and_lean(image_config: dict, capsys: pytest.Capt
 
 
 def test_component_runs_the_way_kfp_runs_it(image: str, tmp_path: Path) -> None:
-    from components.ops import build_components
+    from components.kfp_components import build_components
 
     # Given the load_data component compiled for this image, with KFP's own command and arguments
     container, interface = _compiled_executor(build_components(image).load_data, tmp_path)
@@ -234,7 +236,7 @@ def served_model(image: str, make_model_dir):
     model_dir, _card = make_model_dir()
     for path in (model_dir, *model_dir.iterdir()):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    port = _free_port()
+    port = free_port()
     name = f"kfp-sklearn-image-test-{uuid.uuid4().hex[:8]}"
     podman(
         "run",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,10 +10,6 @@ import pandas as pd
 import pytest
 
 from components.reference_profile import build_reference_profile, write_reference_profile
-
-# The fake KFP API lives with the cluster tests (tests/cluster/fake_kfp_api.py); the retrain and schedule tests
-# here drive the same fake, so its folder is importable from this one too.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cluster"))
 
 
 @pytest.fixture(scope="session")

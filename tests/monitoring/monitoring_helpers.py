@@ -18,8 +18,8 @@ IRIS_TRAIN_ROWS = 120
 
 
 def pipeline_cli() -> ModuleType:
-    """The repository's `pipeline.py` (imported by name at run time; `tests/pipeline/` shadows it for mypy)."""
-    return importlib.import_module("pipeline")
+    """The command line of `pipeline.py` (components/cli.py), imported at run time like the script does."""
+    return importlib.import_module("components.cli")
 
 
 def read_retrain_request(directory: Path) -> dict | None:

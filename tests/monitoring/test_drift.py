@@ -15,7 +15,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from monitoring_helpers import IRIS_TRAIN_ROWS, shift_feature
 from scipy import stats
 
 from components.constants import (
@@ -35,6 +34,7 @@ from components.monitoring.drift import (
     population_stability_index,
 )
 from components.reference_profile import build_reference_profile
+from tests.monitoring.monitoring_helpers import IRIS_TRAIN_ROWS, shift_feature
 
 WINDOWS = 150
 WINDOW_ROWS = DEFAULT_MIN_RECORDS

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from monitoring_helpers import log_request
 
 from components.constants import (
     CE_TYPE_INFERENCE_REQUEST,
@@ -22,6 +21,7 @@ from components.constants import (
 from components.monitoring.drift import detect_drift
 from components.monitoring.kserve_blob import kserve_blob_logger_spec, read_kserve_blob_window
 from components.reference_profile import build_reference_profile
+from tests.monitoring.monitoring_helpers import log_request
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fake_kfp_api import FakeKfpApi
-from monitoring_helpers import pipeline_cli, shift_feature, write_log
 
 from components.constants import DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME, MONITORING_PIPELINE_NAME
 from components.monitoring.cli import _parser, main, parse_args
 from components.reference_profile import build_reference_profile, write_reference_profile
+from tests.cluster.fake_kfp_api import FakeKfpApi
+from tests.monitoring.monitoring_helpers import pipeline_cli, shift_feature, write_log
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:This client only works:FutureWarning",
@@ -32,15 +32,6 @@ def live_model(make_model_dir, iris_frame: pd.DataFrame) -> Path:
     directory, _ = make_model_dir(family="random_forest", name="live")
     write_reference_profile(directory, build_reference_profile(iris_frame))
     return directory
-
-
-@pytest.fixture
-def kfp_api(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.config/kfp/context.json from the developer
-    api = FakeKfpApi()
-    api.start()
-    yield api
-    api.stop()
 
 
 def logs(tmp_path: Path, iris_frame: pd.DataFrame, *, shifted: bool) -> Path:
@@ -192,7 +183,7 @@ def test_retrain_print_only_tells_exactly_what_to_run(
     assert main(argv) == 0
     out = capsys.readouterr().out
     (command,) = [line.strip() for line in out.splitlines() if line.strip().startswith("python pipeline.py run")]
-    parsed = pipeline_cli()._parse_args(shlex.split(command)[2:])  # exactly what a person would paste
+    parsed = pipeline_cli().build_parser().parse_args(shlex.split(command)[2:])  # exactly what a person would paste
     assert (parsed.dataset, parsed.model_family, parsed.model_name) == ("iris", "random_forest", DEFAULT_MODEL_NAME)
     assert json.loads((tmp_path / "requests" / "retrain_request.json").read_text())["drifted_features"] == [
         "petal length (cm)"

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from monitoring_helpers import log_request, read_retrain_request, shift_feature, write_log
 
 from components.constants import (
     DEFAULT_IMAGE,
@@ -29,6 +28,7 @@ from components.constants import (
     RETRAIN_REQUEST_FILENAME,
 )
 from components.monitoring.pipeline_def import monitoring_pipeline
+from tests.monitoring.monitoring_helpers import log_request, read_retrain_request, shift_feature, write_log
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*have no effect in the current local runner:UserWarning",
@@ -133,7 +133,7 @@ def test_compiled_pipeline_has_the_check_and_both_branches(tmp_path: Path) -> No
     declared = spec["root"]["inputDefinitions"]["parameters"]
     import inspect
 
-    from components.monitoring.ops import check_drift
+    from components.monitoring.kfp_components import check_drift
 
     default = inspect.signature(check_drift).parameters["std_ratio_threshold"].default
     assert default == DEFAULT_STD_RATIO_THRESHOLD  # a literal there: KFP executes the function's source alone
@@ -216,7 +216,7 @@ def test_a_change_of_spread_alone_is_reported_with_a_std_ratio_metric_per_featur
     from kfp import dsl
 
     from components.constants import METRIC_DRIFT_DETECTED, METRIC_DRIFT_MIN_SPREAD_PVALUE
-    from components.monitoring.ops import check_drift
+    from components.monitoring.kfp_components import check_drift
 
     # given: logged traffic whose sepal width is twice as spread out, the same mean
     column = "sepal width (cm)"

@@ -9,8 +9,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from fake_kfp_api import FakeKfpApi
-from monitoring_helpers import pipeline_cli, read_retrain_request
 
 from components.constants import (
     DRIFT_STATUS_DRIFT,
@@ -32,6 +30,7 @@ from components.monitoring.retrain import (
     trigger_retraining,
     write_retrain_request,
 )
+from tests.monitoring.monitoring_helpers import pipeline_cli, read_retrain_request
 
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works with Kubeflow Pipeline:FutureWarning")
 
@@ -81,15 +80,6 @@ def test_unreachable_backend_gives_a_clear_error(tmp_path: Path) -> None:
     ):
         trigger_retraining(endpoint="http://127.0.0.1:9", arguments={"dataset": "iris"},
                            pipeline_package_path=str(package))  # fmt: skip
-
-
-@pytest.fixture
-def kfp_api(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.config/kfp/context.json from the developer
-    api = FakeKfpApi()
-    api.start()
-    yield api
-    api.stop()
 
 
 @pytest.mark.parametrize(
@@ -153,7 +143,8 @@ def test_the_local_training_command_is_one_pipeline_py_run_accepts() -> None:
                  "min_accuracy": 0.8, "namespace": "not-a-run-flag"}  # fmt: skip
     command = local_training_command(arguments, pipeline_script=Path("pipeline.py"), root=Path("out"))
     assert command[:3] == ["python", "pipeline.py", "run"] and "namespace" not in describe_command(command)
-    parsed = pipeline_cli()._parse_args(shlex.split(describe_command(command))[2:])  # what the user would type
+    typed = shlex.split(describe_command(command))[2:]  # what the user would type
+    parsed = pipeline_cli().build_parser().parse_args(typed)
     assert parsed.command == "run" and parsed.root == Path("out")
     assert (parsed.dataset, parsed.model_family, parsed.label_column, parsed.model_name) == (
         "data/new.csv", "random_forest", "species", "flowers"

@@ -5,7 +5,6 @@ The manifests are checked the way the API server would see them: strict CRD sche
 """
 
 import hashlib
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import yaml
 import pipeline
 from components.constants import DEFAULT_IMAGE, KFP_NAMESPACE, MONITORING_PIPELINE_NAME
 from components.pipeline_manifests import KUSTOMIZATION_FILENAME, VERSION_HASH_LENGTH
+from tests.cluster import kube_schemas
 
 REPO = Path(pipeline.__file__).resolve().parent
 KFP_CLI = Path(sys.executable).with_name("kfp")
@@ -26,15 +26,6 @@ MANIFEST_FILES = {
     pipeline.PIPELINE_NAME: pipeline.PIPELINE_FILE,
     MONITORING_PIPELINE_NAME: pipeline.MONITORING_PIPELINE_FILE,
 }
-
-
-def _kube_schemas():
-    """The project's strict CRD checks (tests/cluster/kube_schemas.py), loaded by path: one implementation."""
-    spec = importlib.util.spec_from_file_location("kube_schemas", REPO / "tests" / "cluster" / "kube_schemas.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def kfp_compile(cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -100,7 +91,6 @@ def test_the_committed_manifests_are_in_step_with_the_code(tmp_path):
 
 
 def test_every_manifest_validates_against_the_strict_kfp_crd_schemas(shared_schemas: Path):
-    kube_schemas = _kube_schemas()
     objects = [obj for name in MANIFEST_FILES for obj in committed_manifest(name)]
     assert [o["kind"] for o in objects] == ["Pipeline", "PipelineVersion"] * 2
     assert {o["metadata"]["namespace"] for o in objects} == {KFP_NAMESPACE}
@@ -132,7 +122,7 @@ def test_kubectl_kustomize_renders_both_pipelines_and_kubernetes_validate_accept
         pytest.skip("kubernetes-validate CLI not in the venv")
     rendered = tmp_path / "rendered.yaml"
     rendered.write_text(out)
-    version = _kube_schemas().kubernetes_version()
+    version = kube_schemas.kubernetes_version()
     result = subprocess.run(
         [str(cli), "--strict", "--quiet", "--no-warn", "-k", version, str(rendered)],
         capture_output=True,

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 
 import pipeline
+from components import local_run
 from components.constants import LOCAL_STORE_DIRNAME, MODEL_CARD_FILENAME
 from components.local_store import current
 from components.model_artifact import load_estimator
@@ -163,7 +164,7 @@ def test_cluster_parameters_cross_kfp_and_a_users_csv_gets_its_own_model_name(tm
     }
     # When it runs under kfp.local, the deploy step refuses the local artifact a cluster could not fetch
     with pytest.raises(RuntimeError, match="is a local path: a cluster cannot fetch it") as caught:
-        pipeline.run_locally(tmp_path / "out", arguments)
+        local_run.run_locally(tmp_path / "out", arguments)
     # Then the step received every value as given, typed as the component declares it
     reported = re.search(r"full log: (\S+)", str(caught.value))
     assert reported, "the failure names its log file"

@@ -13,7 +13,6 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,11 +26,12 @@ import pipeline
 from components.constants import LOCAL_STORE_DIRNAME
 from components.local_store import current
 from components.model_artifact import read_model_card
+from tests.cluster.fake_kfp_api import FakeKfpApi
+from tests.helpers import free_port, wait_until_ready
 
 REPO = Path(pipeline.__file__).resolve().parent
 README = REPO / "README.md"
 BIN = Path(sys.executable).parent
-CLUSTER_TESTS = REPO / "tests" / "cluster"
 NEEDS_A_CLUSTER = {"kubectl apply -k manifests/pipelines"}
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")]
 
@@ -42,14 +42,6 @@ def readme_commands() -> list[str]:
     assert block, "README lost its 'The same steps by hand' block"
     lines = [line.split("  #")[0].strip() for line in block[1].splitlines()]
     return [line for line in lines if line]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +59,6 @@ def user_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def kfp_api() -> Iterator[object]:
-    sys.path.insert(0, str(CLUSTER_TESTS))  # the fake lives beside the cluster tests
-    try:
-        from fake_kfp_api import FakeKfpApi
-    finally:
-        sys.path.remove(str(CLUSTER_TESTS))
     api = FakeKfpApi()
     api.start()
     yield api
@@ -104,14 +91,7 @@ def serve_and_predict(cwd: Path, words: list[str], home: Path) -> None:
         # The last run deployed the CSV model under its dataset-derived name.
         name = "sklearn-data"
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            assert server.poll() is None, server.stdout.read() if server.stdout else "server exited"
-            try:
-                if httpx.get(f"{base}/v1/models/{name}", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
+        wait_until_ready(f"{base}/v1/models/{name}", server, timeout=60, interval=0.3)
         answer = httpx.post(f"{base}/v1/models/{name}:predict", json={"instances": [[5.1, 3.5, 1.4, 0.2]]})
         assert answer.status_code == 200, answer.text
         assert answer.json() == {"predictions": ["setosa"]}

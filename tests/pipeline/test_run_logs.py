@@ -2,12 +2,12 @@
 
 import time
 
-import pipeline
+from components import local_run
 
 
 def test_two_runs_started_in_the_same_second_get_their_own_log_file(tmp_path, monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda _format: "20261202-041500")
-    first, second = pipeline.new_log_path(tmp_path), pipeline.new_log_path(tmp_path)
+    first, second = local_run.new_log_path(tmp_path), local_run.new_log_path(tmp_path)
     assert first != second
     assert first.parent == second.parent == tmp_path / "logs"
     assert first.name.startswith("run-20261202-041500-") and second.name.startswith("run-20261202-041500-")

@@ -1,27 +1,12 @@
 """`pipeline.py submit` as a user types it, against a fake KFP API over real HTTP (kfp.Client on the other side)."""
 
-from pathlib import Path
-
 import pytest
 import yaml
 
 import pipeline
 
-CLUSTER_TESTS = Path(pipeline.__file__).resolve().parent / "tests" / "cluster"
 # kfp.Client warns on every construction that it needs a v2 backend; the fake is one.
 pytestmark = pytest.mark.filterwarnings("ignore:This client only works:FutureWarning")
-
-
-@pytest.fixture
-def kfp_api(monkeypatch, tmp_path):
-    monkeypatch.syspath_prepend(str(CLUSTER_TESTS))  # the fake lives beside the cluster tests
-    from fake_kfp_api import FakeKfpApi
-
-    monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.config/kfp/context.json
-    api = FakeKfpApi()
-    api.start()
-    yield api
-    api.stop()
 
 
 def test_submit_sends_the_committed_spec_every_parameter_and_a_model_name_from_the_dataset(kfp_api, capsys):

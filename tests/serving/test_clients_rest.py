@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import Served
+
+from tests.serving.servers import Served
 
 MODEL = "iris"
 

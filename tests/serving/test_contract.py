@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-from serving_cases import CASES, FEATURES, GOOD_ROW, MAX_ROWS, Case, binary_body
 
 from components.constants import PROBA_PARAMETER
 from components.serving.contract import (
@@ -19,6 +18,7 @@ from components.serving.contract import (
     split_binary,
     want_probabilities,
 )
+from tests.serving.serving_cases import CASES, FEATURES, GOOD_ROW, MAX_ROWS, Case, binary_body
 
 SPEC = FeatureSpec(tuple(FEATURES), MAX_ROWS)
 

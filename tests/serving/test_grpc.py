@@ -21,12 +21,14 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, ServerProcess, free_port, start_server, train_iris_model_dir
 from kserve import InferenceGRPCClient, InferInput, InferRequest, InferResponse
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from kserve.protocol.infer_type import RequestedOutput
-from serving_cases import FEATURES, GOOD_ROW, MAX_BODY_BYTES, MAX_ROWS
+
+from tests.helpers import free_port
+from tests.serving.servers import ROOT, ServerProcess, start_server, train_iris_model_dir
+from tests.serving.serving_cases import FEATURES, GOOD_ROW, MAX_BODY_BYTES, MAX_ROWS
 
 TRITON_CLIENT = Path(__file__).with_name("grpc_triton_client.py")
 
@@ -327,17 +329,19 @@ def test_readme_grpc_examples(tmp_path: Path) -> None:
 def test_an_unready_model_is_unavailable(tmp_path: Path) -> None:
     from components.serving.grpc_server import GRPCServer, InferenceServicer
     from components.serving.model import SklearnModel
+    from components.serving.options import ServingOptions
 
     # Given the real servicer on a real port, over a model that was never loaded (as after a refused directory)
-    model = SklearnModel("iris", tmp_path / "never-loaded")
+    port = free_port()
+    options = ServingOptions(
+        model_dir=tmp_path / "never-loaded", model_name="iris", host="127.0.0.1", grpc_port=port, grace_period=1
+    )
+    model = SklearnModel(options)
     servicer = InferenceServicer(
         model_lookup(model), label="iris", server_name="kserve", server_version="x", extensions=[]
     )
     servicer.watch(["iris"])
-    port = free_port()
-    server = GRPCServer(
-        servicer, host="127.0.0.1", port=port, max_receive_bytes=1 << 20, max_send_bytes=1 << 20, grace_period=1
-    )
+    server = GRPCServer(servicer, options, max_send_bytes=1 << 20)
     loop = asyncio.new_event_loop()
     done = asyncio.Event()
 

@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,13 +14,14 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, STARTUP_TIMEOUT_S, ServerProcess, free_port, start_server, train_iris_model_dir
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
-from serving_cases import GOOD_ROW
 
 from components.local_store import publish
 from components.model_artifact import directory_digest, version_id
+from tests.helpers import free_port, wait_until_ready
+from tests.serving.servers import ROOT, STARTUP_TIMEOUT_S, ServerProcess, start_server, train_iris_model_dir
+from tests.serving.serving_cases import GOOD_ROW
 
 SERVE = [sys.executable, "-m", "components.serving"]
 ROWS = np.array([GOOD_ROW, [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]])
@@ -167,16 +167,7 @@ def test_pipeline_serve_grpc_port_serves_the_deployed_version(model_dir: Path, t
 
 
 def _wait_ready(server: ServerProcess) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert server.proc.poll() is None, server.output()[-3000:]
-        try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(server.output()[-3000:])
+    wait_until_ready(f"{server.url}/v2/health/ready", server.proc, timeout=STARTUP_TIMEOUT_S, output=server.output)
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, ServerProcess, start_server, train_iris_model_dir
+
+from tests.serving.servers import ROOT, ServerProcess, start_server, train_iris_model_dir
 
 README_ADDRESS = "127.0.0.1:8080"
 

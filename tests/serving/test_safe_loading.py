@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, train_iris_model_dir
 
 from components.constants import MODEL_CARD_FILENAME, MODEL_FILENAME, ONNX_FILENAME
 from components.serving.contract import ClientError
 from components.serving.model import SklearnModel
+from components.serving.options import ServingOptions
 from components.serving.predictor import BACKEND_JOBLIB, BACKEND_ONNX
+from tests.serving.servers import ROOT, train_iris_model_dir
 
 
 def _append_byte(path: Path) -> None:
@@ -77,7 +78,7 @@ def test_damaged_model_dir_is_refused_and_model_stays_unready(damage: str, tmp_p
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
     breaks, says = REFUSALS[damage]
     breaks(directory)
-    model = SklearnModel("iris", directory)
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris"))
 
     assert model.load() is False
 
@@ -108,7 +109,7 @@ def test_card_naming_other_features_than_the_trained_dataframe_is_refused(tmp_pa
         training_data_fingerprint=hashlib.sha256(pd.util.hash_pandas_object(x).values.tobytes()).hexdigest(),
         label_column="target",
     )
-    model = SklearnModel("iris", directory)
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris"))
 
     assert model.load() is False
     assert model.load_error is not None and "names the features differently" in model.load_error
@@ -116,7 +117,7 @@ def test_card_naming_other_features_than_the_trained_dataframe_is_refused(tmp_pa
 
 def test_make_model_dir_models_load_on_the_joblib_path(make_model_dir) -> None:
     directory, card = make_model_dir(family="random_forest")
-    model = SklearnModel("iris", directory)
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris"))
 
     assert model.ready is False
     assert model.load() is True
@@ -128,7 +129,7 @@ def test_make_model_dir_models_load_on_the_joblib_path(make_model_dir) -> None:
 def test_loading_writes_nothing_into_the_model_dir(tmp_path: Path) -> None:
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
     before = {p.name: p.stat().st_mtime_ns for p in directory.iterdir()}
-    model = SklearnModel("iris", directory)
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris"))
 
     assert model.load() is True
     model.infer({"instances": [[5.1, 3.5, 1.4, 0.2]]}, v2=False)
@@ -139,7 +140,7 @@ def test_loading_writes_nothing_into_the_model_dir(tmp_path: Path) -> None:
 
 def test_use_onnx_false_serves_the_joblib_model(tmp_path: Path) -> None:
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
-    model = SklearnModel("iris", directory, use_onnx=False)
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris", use_onnx=False))
 
     assert model.load() is True
     assert model.loaded is not None and model.loaded.backend == BACKEND_JOBLIB
@@ -165,7 +166,7 @@ def test_probabilities_are_refused_for_a_model_without_predict_proba(make_model_
         training_data_fingerprint=hashlib.sha256(x.tobytes()).hexdigest(),
         label_column="target",
     )
-    model = SklearnModel("svc", directory)
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="svc"))
     assert model.load() is True
 
     with pytest.raises(ClientError, match="no predict_proba"):
@@ -173,17 +174,22 @@ def test_probabilities_are_refused_for_a_model_without_predict_proba(make_model_
     assert [o["name"] for o in model.get_output_types()] == ["predict"]
 
 
-def test_cli_exits_non_zero_with_a_one_line_reason_for_a_refused_dir(tmp_path: Path) -> None:
-    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=False)
-    _append_byte(directory / MODEL_FILENAME)
-
-    done = subprocess.run(
+def _serve_cli(directory: Path) -> subprocess.CompletedProcess:
+    """`python -m components.serving` on `directory`: these models are refused before any port is bound."""
+    return subprocess.run(
         [sys.executable, "-m", "components.serving", f"--model_dir={directory}", "--model_name=iris", "--http_port=1"],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=120,
     )
+
+
+def test_cli_exits_non_zero_with_a_one_line_reason_for_a_refused_dir(tmp_path: Path) -> None:
+    directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=False)
+    _append_byte(directory / MODEL_FILENAME)
+
+    done = _serve_cli(directory)
 
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
@@ -196,13 +202,7 @@ def test_cli_exits_1_in_one_line_for_a_card_that_disagrees_with_the_model(tmp_pa
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
     _three_features(directory)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "components.serving", f"--model_dir={directory}", "--model_name=iris", "--http_port=1"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
+    done = _serve_cli(directory)
 
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
@@ -214,7 +214,7 @@ def test_a_failing_payload_log_is_logged_once_and_predictions_go_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
-    model = SklearnModel("iris", directory, payload_log_dir=tmp_path / "log")
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris", payload_log_dir=tmp_path / "log"))
     assert model.load() is True
     attempts = []
 

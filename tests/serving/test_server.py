@@ -11,8 +11,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import Served
-from serving_cases import CASES, FEATURES, GOOD_ROW, MAX_BODY_BYTES, Case
 
 from components.constants import (
     METRIC_MODEL_INFO,
@@ -23,6 +21,8 @@ from components.constants import (
     ONNX_FILENAME,
     PROBA_PARAMETER,
 )
+from tests.serving.servers import Served
+from tests.serving.serving_cases import CASES, FEATURES, GOOD_ROW, MAX_BODY_BYTES, Case
 
 
 def post(
@@ -364,9 +364,8 @@ def test_a_body_without_content_type_is_read_as_json(onnx_served: Served) -> Non
 
 @pytest.mark.parametrize("datatype", ["FP64", "FP32", "INT64", "INT32", "UINT8"])
 def test_binary_inputs_and_outputs_match_json(onnx_served: Served, iris_rows: np.ndarray, datatype: str) -> None:
-    from serving_cases import binary_body
-
     from components.serving.contract import V2_NUMPY_DTYPES
+    from tests.serving.serving_cases import binary_body
 
     rows = iris_rows[45:55] if datatype.startswith("FP") else np.rint(iris_rows[45:55])
     expected = onnx_served.estimator.predict(rows.astype(V2_NUMPY_DTYPES[datatype]).astype(np.float64))
@@ -451,7 +450,7 @@ def test_no_deprecation_warning_is_printed_by_the_requests(onnx_served: Served) 
 
 
 def test_model_control_when_enabled_takes_the_model_out_and_back_and_readiness_follows(tmp_path) -> None:
-    from conftest import start_server, train_iris_model_dir
+    from tests.serving.servers import start_server, train_iris_model_dir
 
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
     server = start_server(directory, tmp_path / "server.log", "--enable_model_control=true", "--model_version=v7")
@@ -483,8 +482,8 @@ def test_large_malicious_bodies_get_a_short_4xx_and_do_not_stall_other_requests(
     import subprocess
     import sys
 
-    from conftest import start_server, train_iris_model_dir
-    from serving_cases import large_bad_bodies
+    from tests.serving.servers import start_server, train_iris_model_dir
+    from tests.serving.serving_cases import large_bad_bodies
 
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=True)
     server = start_server(directory, tmp_path / "server.log")  # the default 1 MiB body limit
@@ -535,7 +534,7 @@ def test_large_malicious_bodies_get_a_short_4xx_and_do_not_stall_other_requests(
         server.stop()
 
 
-def test_the_app_freezes_startup_objects_out_of_the_garbage_collectors_scans() -> None:
+def test_the_app_freezes_startup_objects_out_of_the_garbage_collectors_scans(tmp_path: Path) -> None:
     # Without gc.freeze(), the objects of one ~1 MB JSON body triggered full collections over every startup object:
     # concurrent 1-row predicts waited ~0.2 s (p99) instead of ~25 ms in
     # test_large_malicious_bodies_get_a_short_4xx_and_do_not_stall_other_requests.
@@ -547,17 +546,14 @@ def test_the_app_freezes_startup_objects_out_of_the_garbage_collectors_scans() -
     from kserve.protocol.model_repository_extension import ModelRepositoryExtension
 
     from components.serving.app import ProjectRESTServer, ServingMiddleware
+    from components.serving.options import ServingOptions
 
     repository = ModelRepository()
     server = ProjectRESTServer(
         FASTAPI_APP_IMPORT_STRING,
         DataPlane(model_registry=repository),
         ModelRepositoryExtension(model_registry=repository),
-        0,
-        host="127.0.0.1",
-        max_body_bytes=100,
-        model_name="iris",
-        access_log=False,
+        ServingOptions(model_dir=tmp_path, model_name="iris", host="127.0.0.1", http_port=0, max_body_bytes=100),
     )
     gc.unfreeze()
     try:

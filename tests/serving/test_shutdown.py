@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,8 +11,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from conftest import ROOT, ServerProcess, free_port, start_server, train_iris_model_dir
-from serving_cases import FEATURES, SLOW_ROWS, slow_identity
 
 from components.constants import (
     DEFAULT_LABEL_COLUMN,
@@ -23,8 +18,8 @@ from components.constants import (
     PAYLOAD_COLUMN_PREDICTION,
 )
 from components.model_artifact import save_model
-
-HERE = Path(__file__).resolve().parent
+from tests.serving.servers import start_server, train_iris_model_dir
+from tests.serving.serving_cases import FEATURES, SLOW_ROWS, slow_identity
 
 
 def _slow_model_dir(directory: Path, marker: Path):
@@ -50,25 +45,6 @@ def _slow_model_dir(directory: Path, marker: Path):
     return card, estimator, x
 
 
-def _start_with_pythonpath(model_dir: Path, log: Path, *args: str) -> ServerProcess:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    argv = [sys.executable, "-m", "components.serving", f"--model_dir={model_dir}", "--model_name=iris"]
-    argv += ["--host=127.0.0.1", f"--http_port={port}", *args]
-    proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-    server = ServerProcess(proc, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, server.output()[-3000:]
-        try:
-            if httpx.get(f"{server.url}/v2/health/ready", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    server.stop(signal.SIGKILL)
-    raise AssertionError(server.output()[-3000:])
-
-
 def test_sigterm_finishes_in_flight_requests_and_flushes_the_payload_log(tmp_path: Path) -> None:
     pytest.importorskip("components.payload_log", reason="the PayloadLogWriter (issue 6) is not in this tree yet")
     import pandas as pd
@@ -76,7 +52,7 @@ def test_sigterm_finishes_in_flight_requests_and_flushes_the_payload_log(tmp_pat
     marker = tmp_path / "in-flight"
     card, estimator, x = _slow_model_dir(tmp_path / "model", marker)
     log_dir = tmp_path / "payloads"
-    server = _start_with_pythonpath(tmp_path / "model", tmp_path / "server.log", f"--payload_log_dir={log_dir}")
+    server = start_server(tmp_path / "model", tmp_path / "server.log", f"--payload_log_dir={log_dir}")
     url = f"{server.url}/v1/models/iris:predict"
     try:
         # Given two answered requests (1 and 3 rows) and a 7-row request that is still being computed

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, STARTUP_TIMEOUT_S, ServerProcess, free_port, train_iris_model_dir
-from serving_cases import GOOD_ROW
+
+from tests.helpers import free_port
+from tests.serving.servers import ROOT, STARTUP_TIMEOUT_S, ServerProcess, train_iris_model_dir
+from tests.serving.serving_cases import GOOD_ROW
 
 CAP = 40
 SLOW_PER_KIND = 40

@@ -8,12 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import train_iris_model_dir
-from serving_cases import FEATURES
 
 from components.serving.contract import MAX_FEATURE_MAGNITUDE, ClientError
 from components.serving.model import SklearnModel
+from components.serving.options import ServingOptions
 from components.serving.predictor import BACKEND_JOBLIB, BACKEND_ONNX, NonFiniteScores
+from tests.serving.servers import train_iris_model_dir
+from tests.serving.serving_cases import FEATURES
 
 FAMILIES = ["logistic_regression", "random_forest"]
 
@@ -26,7 +27,7 @@ def backends(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     )
     served = {}
     for backend, use_onnx in ((BACKEND_ONNX, True), (BACKEND_JOBLIB, False)):
-        model = SklearnModel("iris", directory, use_onnx=use_onnx)
+        model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris", use_onnx=use_onnx))
         assert model.load() is True
         assert model.loaded is not None and model.loaded.backend == backend
         served[backend] = model
@@ -115,7 +116,7 @@ def test_ordinary_rows_still_take_the_onnx_path(backends: dict[str, SklearnModel
 def test_non_finite_probabilities_become_a_400_naming_the_largest_feature(tmp_path: Path) -> None:
     # A model whose arithmetic overflows inside the accepted range: the guard after predict catches it.
     directory, _, _ = train_iris_model_dir(tmp_path / "model", family="logistic_regression", onnx=False)
-    model = SklearnModel("iris", directory)
+    model = SklearnModel(ServingOptions(model_dir=directory, model_name="iris"))
     assert model.load() is True and model.loaded is not None
 
     class Overflowing:

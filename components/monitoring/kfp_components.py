@@ -1,7 +1,7 @@
 """KFP components of the monitoring pipeline: thin wrappers over components.monitoring.
 
 Only stdlib and kfp are imported at module level (compiling stays cheap); each body imports the logic it calls
-from the `components` package baked into the image. As in components/ops.py, the step functions are plain and
+from the `components` package baked into the image. As in components/kfp_components.py, the step functions are plain and
 `build_monitoring_components(image)` wraps them for one image (pipeline_def.py builds the pipeline from them).
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from kfp.dsl import HTML, Artifact, Input, Metrics, Output
 
 from components.constants import DEFAULT_IMAGE
-from components.ops import project_component
+from components.kfp_components import project_component
 
 
 def check_drift(

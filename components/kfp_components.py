@@ -1,4 +1,4 @@
-"""KFP v2 components: thin wrappers that read artifacts, call one project function, and write outputs.
+"""The training pipeline's KFP v2 components: thin wrappers that read artifacts, call one function, write outputs.
 
 Each body imports what it needs, because KFP ships only the function's source to the executor; the image
 (one per project, see the Dockerfile) already has this package installed, so no pip runs at run time.
@@ -33,7 +33,16 @@ def load_data(
     test_fraction: float,
     seed: int,
 ):
-    """Load and validate the dataset, then write a stratified train/test split as Parquet."""
+    """Load and validate the dataset, then write a stratified train/test split as Parquet.
+
+    Args:
+        train_data: The training split (Parquet), with the dataset summary and `split_sha256` as metadata.
+        test_data: The held-out split (Parquet), with the dataset summary as metadata.
+        dataset: `iris`, `wine`, `breast_cancer`, or a path/URL to a .csv/.parquet file.
+        label_column: The label column (the name given to a built-in dataset's target).
+        test_fraction: Share of rows held out for evaluation (stratified).
+        seed: Seed of the split.
+    """
     from components.data import load_dataset, split_dataset, validate_dataset
 
     frame = load_dataset(dataset, label_column=label_column)
@@ -56,7 +65,17 @@ def train(
     hyperparameters: dict,
     seed: int,
 ):
-    """Fit the model family's pipeline; write the model directory (model.joblib + model.json [+ model.onnx])."""
+    """Fit the model family's pipeline; write the model directory (model.joblib + model.json [+ model.onnx]).
+
+    Args:
+        model: The model directory KServe loads; its metadata holds `model_sha256` and `model_digest`.
+        train_data: The training split from load-data.
+        test_data: The held-out split, used only to check the fitted model's ONNX export.
+        label_column: The label column.
+        model_family: `logistic_regression` or `random_forest`.
+        hyperparameters: Overrides of the family's defaults, e.g. {"C": 0.5}.
+        seed: Seed of the estimator.
+    """
     from pathlib import Path
 
     import pandas as pd
@@ -101,7 +120,20 @@ def evaluate(
     label_column: str,
     min_accuracy: float,
 ) -> bool:
-    """Score the model on the test split, log KFP metrics for the UI, and return the deploy gate's decision."""
+    """Score the model on the test split, log KFP metrics for the UI, and return the deploy gate's decision.
+
+    Args:
+        metrics: Accuracy, F1 and per-class precision and recall (shown in the KFP UI).
+        classification: Confusion matrix, and the ROC curve for binary labels.
+        report: The evaluation and the gate's reason, as Markdown.
+        model: The model directory from train.
+        test_data: The held-out split from load-data.
+        label_column: The label column.
+        min_accuracy: The deploy gate: test accuracy needed to deploy.
+
+    Returns:
+        True when the model passes the gate and should be deployed.
+    """
     # A single bool output (not a NamedTuple) because kfp.local 2.17 resolves `dsl.If` only on a task's `Output`.
     from pathlib import Path
 
@@ -150,7 +182,36 @@ def deploy(
     predictor_cpu_limit: str = "",
     predictor_memory_limit: str = "",
 ) -> NamedTuple("DeployOutputs", [("endpoint", str), ("status", str)]):  # type: ignore[valid-type]
-    """Deploy the model: publish it to the local store, or create/patch a KServe InferenceService and wait."""
+    """Deploy the model: publish it to the local store, or create/patch a KServe InferenceService and wait.
+
+    Args:
+        manifest: The InferenceService YAML applied (kubernetes), or the one that would serve the published
+            version from a volume holding the store (local).
+        model: The model directory from train; its `model_digest` metadata is checked and pinned.
+        metrics: Evaluation metrics, recorded as lineage.
+        model_name: InferenceService / V1 model name.
+        namespace: Namespace of the InferenceService (kubernetes target).
+        deploy_target: `local` (model store read by `pipeline.py serve`) or `kubernetes` (KServe).
+        local_store: Model store root for the local target.
+        service_account: Predictor service account with the object-store credentials (kubernetes target; empty
+            means `kfp-model-reader` from manifests/base).
+        timeout_seconds: How long to wait for the InferenceService to be ready (kubernetes target).
+        run_id: The run's UUID (`dsl.PIPELINE_JOB_ID_PLACEHOLDER`), recorded as lineage.
+        payload_logger_url: KServe logger sink for request/response payloads (kubernetes target; empty: none).
+        run_name: The run's display name (`dsl.PIPELINE_JOB_NAME_PLACEHOLDER`), lineage beside the run id.
+        min_replicas: Fewest predictor pods (kubernetes target; Standard mode: at least 1).
+        max_replicas: Most predictor pods; KServe's HPA scales between the bounds (kubernetes target).
+        scale_metric: What the HPA scales on: `cpu` or `memory` (kubernetes target).
+        scale_target: Target utilisation of the request, percent (kubernetes target).
+        predictor_cpu_request: Model server CPU request, e.g. `500m`; empty keeps the ServingRuntime's.
+        predictor_memory_request: Memory request, e.g. `256Mi`; empty keeps the ServingRuntime's.
+        predictor_cpu_limit: CPU limit; empty keeps the ServingRuntime's.
+        predictor_memory_limit: Memory limit; empty keeps the ServingRuntime's.
+
+    Returns:
+        endpoint: The model's V1 predict URL.
+        status: What was done: `published <version directory>` (local), `created` or `patched` (kubernetes).
+    """
     from collections import namedtuple
     from pathlib import Path
 
