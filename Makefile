@@ -75,7 +75,7 @@ manifests-check: $(STAMP) ## render every kustomization and validate it strictly
 	  $(KUBECTL) kustomize "$$dir" > "$$rendered" || exit 1; \
 	  $(BIN)/kubernetes-validate --strict --quiet --no-warn -k $(K8S_VERSION) "$$rendered" || exit 1; \
 	done
-	$(BIN)/python -m pytest -q tests/cluster/test_manifests_offline.py tests/cluster/test_inference_service_builder.py
+	$(BIN)/python -m pytest -q tests/manifests/test_manifests_offline.py tests/deploy/test_inference_service_builder.py
 
 $(CHECKOV_VENV)/bin/checkov:
 	$(PYTHON) -m venv $(CHECKOV_VENV)
@@ -85,7 +85,7 @@ $(CHECKOV_VENV)/bin/checkov:
 checkov-install: $(CHECKOV_VENV)/bin/checkov ## install checkov in its own venv (its pins clash with the project's)
 
 checkov: $(STAMP) checkov-install ## scan rendered manifests + the predictor pod; skips explained in manifests/.checkov.yaml
-	$(BIN)/python -m pytest -q tests/cluster/test_manifests_offline.py -k checkov -rs
+	$(BIN)/python -m pytest -q tests/manifests/test_manifests_offline.py -k checkov -rs
 
 shellcheck: ## lint the bootstrap scripts (apt-get install shellcheck)
 	$(SHELLCHECK) --external-sources --source-path=SCRIPTDIR --shell=bash \

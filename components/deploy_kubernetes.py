@@ -3,7 +3,7 @@
 The pipeline's last step calls `deploy_inference_service` with the dict that
 `inference_service.build_inference_service` returns. It talks to the API server through the official `kubernetes`
 client (CustomObjectsApi), so the same code runs in a pipeline pod (in-cluster config), from a laptop (kubeconfig)
-and against the fake API server in tests/cluster/.
+and against the fake API server in tests/deploy/.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 
 from components.constants import DEFAULT_LABEL_COLUMN
 from components.model_artifact import ModelCard, save_model
-from tests.cluster.fake_kfp_api import FakeKfpApi
+from tests.fakes.fake_kfp_api import FakeKfpApi
 
 SHARED_SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
 """KServe CRD schemas, present beside the repo on the team's machines and CI; absent in a user's clone."""
@@ -81,7 +81,7 @@ def shared_schemas() -> Path:
 
 @pytest.fixture
 def kfp_api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeKfpApi]:
-    """The fake KFP API (tests/cluster/fake_kfp_api.py) over real HTTP, for kfp.Client; HOME is a fresh directory."""
+    """The fake KFP API (tests/fakes/fake_kfp_api.py) over real HTTP, for kfp.Client; HOME is a fresh directory."""
     monkeypatch.setenv("HOME", str(tmp_path))  # no stray ~/.config/kfp/context.json from the developer
     api = FakeKfpApi()
     api.start()

@@ -1,7 +1,7 @@
 """`pipeline.py monitor`: hyphenated flags (old spellings still accepted), the whole configuration checked before
 any data is read, a retrain that starts training (locally or on KFP), and schedules with typed parameters.
 
-KFP is the fake API from tests/cluster over real HTTP, driven by the real kfp.Client.
+KFP is the fake API from tests/deploy over real HTTP, driven by the real kfp.Client.
 """
 
 import json
@@ -16,7 +16,7 @@ import pytest
 from components.constants import DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME, MONITORING_PIPELINE_NAME
 from components.monitoring.cli import _parser, main, parse_args
 from components.reference_profile import build_reference_profile, write_reference_profile
-from tests.cluster.fake_kfp_api import FakeKfpApi
+from tests.fakes.fake_kfp_api import FakeKfpApi
 from tests.monitoring.monitoring_helpers import pipeline_cli, shift_feature, write_log
 
 pytestmark = pytest.mark.filterwarnings(

@@ -16,7 +16,7 @@ import yaml
 import pipeline
 from components.constants import DEFAULT_IMAGE, KFP_NAMESPACE, MONITORING_PIPELINE_NAME
 from components.pipeline_manifests import KUSTOMIZATION_FILENAME, VERSION_HASH_LENGTH
-from tests.cluster import kube_schemas
+from tests.manifests import kube_schemas
 
 REPO = Path(pipeline.__file__).resolve().parent
 KFP_CLI = Path(sys.executable).with_name("kfp")

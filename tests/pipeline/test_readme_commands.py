@@ -26,7 +26,7 @@ import pipeline
 from components.constants import LOCAL_STORE_DIRNAME
 from components.local_store import current
 from components.model_artifact import read_model_card
-from tests.cluster.fake_kfp_api import FakeKfpApi
+from tests.fakes.fake_kfp_api import FakeKfpApi
 from tests.helpers import free_port, wait_until_ready
 
 REPO = Path(pipeline.__file__).resolve().parent

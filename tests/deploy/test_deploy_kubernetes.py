@@ -36,7 +36,7 @@ from components.inference_service import (
     with_standard_canary,
 )
 from components.model_artifact import ModelCard
-from tests.cluster.fake_kube_api import (
+from tests.fakes.fake_kube_api import (
     DEFAULT_USER,
     FakeKubeApi,
     FakePredictor,

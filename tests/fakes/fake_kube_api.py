@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any
 
 from components.constants import INFERENCE_SERVICE_PLURAL, KSERVE_GROUP, KSERVE_VERSION
-from tests.cluster.kserve_webhook import WEBHOOK_NAME
-from tests.cluster.loopback_http import LoopbackServer, QuietHandler
+from tests.fakes.kserve_webhook import WEBHOOK_NAME
+from tests.fakes.loopback_http import LoopbackServer, QuietHandler
 
 _COLLECTION = re.compile(
     rf"^/apis/{re.escape(KSERVE_GROUP)}/{KSERVE_VERSION}/namespaces/([^/]+)/{INFERENCE_SERVICE_PLURAL}$"

@@ -6,7 +6,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from tests.cluster.loopback_http import LoopbackServer, QuietHandler
+from tests.fakes.loopback_http import LoopbackServer, QuietHandler
 
 
 class FakeKfpApi:

@@ -13,7 +13,7 @@ import yaml
 
 from components import constants
 from components.inference_service import build_inference_service, resource_requirements
-from tests.cluster.kube_schemas import (
+from tests.manifests.kube_schemas import (
     MANIFESTS,
     REPO,
     crd_errors,
@@ -232,7 +232,7 @@ def test_the_predictor_policy_admits_every_port_the_service_targets_with_and_wit
     rendered, overlay, logger
 ):
     from components.payload_log import logger_spec
-    from tests.cluster.predictor_preview import service_ports
+    from tests.fakes.predictor_preview import service_ports
 
     (runtime,) = by_kind(rendered[overlay], "ServingRuntime")
     isvc = build_inference_service(
@@ -264,7 +264,7 @@ def test_the_predictor_policy_admits_only_the_named_namespaces(rendered):
 @needs_kustomize
 def test_the_builders_defaults_keep_the_overlays_resources(rendered):
     """The InferenceService's container wins over the runtime's key by key: leave what the overlay sizes alone."""
-    from tests.cluster.predictor_preview import predictor_deployments
+    from tests.fakes.predictor_preview import predictor_deployments
 
     (runtime,) = by_kind(rendered["overlays/kind"], "ServingRuntime")
     default = build_inference_service(
@@ -363,7 +363,7 @@ def test_bootstrap_scripts_pass_shellcheck():
 @pytest.mark.skipif(not CHECKOV.exists(), reason="checkov not installed in .tools/checkov (run: make checkov-install)")
 @needs_kustomize
 def test_checkov_finds_no_unexplained_failure(tmp_path: Path, rendered):
-    from tests.cluster.predictor_preview import predictor_deployments
+    from tests.fakes.predictor_preview import predictor_deployments
 
     for name, objects in rendered.items():
         path = tmp_path / f"{name.replace('/', '-')}.yaml"

@@ -29,7 +29,7 @@ from components.model_artifact import (
 )
 from components.names import InvalidNameError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def history(store: Path, name: str = "iris") -> list[dict]:

@@ -17,7 +17,7 @@ from components.deploy import deploy_model
 from components.deploy_kubernetes import DeployForbiddenError
 from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
 from components.model_artifact import ModelIntegrityError, directory_digest, version_id
-from tests.cluster.fake_kube_api import FakeKubeApi, Outcome
+from tests.fakes.fake_kube_api import FakeKubeApi, Outcome
 
 RUN_ID = "3f1c2a9e-6b1d-4c1e-9a51-2f4e8c7d1b20"
 # KFP's layout: <pipeline root>/<pipeline name>/<run id>/<task>/<uuid>/<output> (backend/src/v2/driver/driver.go).

@@ -268,7 +268,7 @@ def test_a_file_swapped_after_it_was_read_is_never_the_one_loaded(model_dir, tmp
     marker = tmp_path / "payload-ran"
     evil = tmp_path / "evil.pickle"
     evil.write_bytes(pickle.dumps(_MakeDirectoryOnLoad(marker)))
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(Path(__file__).resolve().parents[1])
     child = subprocess.run(  # the audit hook stays installed for the process: keep it out of pytest's
         [sys.executable, "-c", _SWAP_DURING_LOAD, str(model_dir), str(evil)],
         env={**os.environ, "PYTHONPATH": root},

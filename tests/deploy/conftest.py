@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from components.constants import DEFAULT_MODEL_NAME, DEPLOYER_ROLE_NAME
-from tests.cluster.fake_kube_api import FakeKubeApi, FakePredictor
-from tests.cluster.kserve_webhook import webhook_errors
-from tests.cluster.kube_schemas import MANIFESTS, SHARED_SCHEMAS, crd_errors
+from tests.fakes.fake_kube_api import FakeKubeApi, FakePredictor
+from tests.fakes.kserve_webhook import webhook_errors
+from tests.manifests.kube_schemas import MANIFESTS, SHARED_SCHEMAS, crd_errors
 
 
 def deployer_role_rules() -> dict[str, set[str]]:

@@ -26,7 +26,7 @@ from components.local_runners import (
     build_runner,
 )
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _closed_tcp_port() -> int:

@@ -22,7 +22,7 @@ from components.inference_service import (
     storage_uri_from_artifact,
     with_standard_canary,
 )
-from tests.cluster.kube_schemas import crd_errors
+from tests.manifests.kube_schemas import crd_errors
 
 URI = "s3://mlpipeline/v2/artifacts/pipe/run/train/model"
 

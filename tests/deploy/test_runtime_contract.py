@@ -24,8 +24,8 @@ import pytest
 from components.constants import DEFAULT_MODEL_NAME, MODEL_DIGEST_ENV, MODEL_MOUNT_PATH, MODEL_VERSION_ENV
 from components.deploy_kubernetes import smoke_predict
 from components.model_artifact import directory_digest, version_id
-from tests.cluster.kube_schemas import MANIFESTS, kustomize_available, render
 from tests.helpers import free_port
+from tests.manifests.kube_schemas import MANIFESTS, kustomize_available, render
 
 pytestmark = pytest.mark.skipif(not kustomize_available(), reason="kubectl/kustomize not on PATH")
 START_TIMEOUT_S = 120.0
