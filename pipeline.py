@@ -60,7 +60,7 @@ class TrainingOutputs(NamedTuple):
 
 def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
     """Build the training pipeline with every component on `image` (the one place the image is chosen)."""
-    ops: Components = build_components(image)
+    steps: Components = build_components(image)
 
     @dsl.pipeline(name=PIPELINE_NAME, description="Train a scikit-learn classifier and serve it with KServe.")
     def training_pipeline(
@@ -115,9 +115,9 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
             predictor_cpu_limit: CPU limit; empty keeps the ServingRuntime's.
             predictor_memory_limit: Memory limit; empty keeps the ServingRuntime's.
         """
-        data = ops.load_data(dataset=dataset, label_column=label_column, test_fraction=test_fraction, seed=seed)
+        data = steps.load_data(dataset=dataset, label_column=label_column, test_fraction=test_fraction, seed=seed)
         data.set_display_name("load and split data")
-        trained = ops.train(
+        trained = steps.train(
             train_data=data.outputs["train_data"],
             test_data=data.outputs["test_data"],
             label_column=label_column,
@@ -126,7 +126,7 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
             seed=seed,
         )
         trained.set_display_name("train")
-        scored = ops.evaluate(
+        scored = steps.evaluate(
             model=trained.outputs["model"],
             test_data=data.outputs["test_data"],
             label_column=label_column,
@@ -134,7 +134,7 @@ def make_training_pipeline(image: str = DEFAULT_IMAGE) -> GraphComponent:
         )
         scored.set_display_name("evaluate")
         with dsl.If(scored.outputs["Output"] == True, name="accuracy-gate"):  # noqa: E712  # KFP builds a condition
-            deployed = ops.deploy(
+            deployed = steps.deploy(
                 model=trained.outputs["model"],
                 metrics=scored.outputs["metrics"],
                 model_name=model_name,
