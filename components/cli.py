@@ -90,7 +90,7 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, store: Path, model_name: str | None) -> int:
-    from components.local_store import LocalStoreError
+    from components.deploy.local_store import LocalStoreError
     from components.model_artifact import ModelIntegrityError
     from components.names import InvalidNameError
     from components.serving.options import ServingOptionError

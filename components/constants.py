@@ -63,7 +63,7 @@ MODEL_DIGEST_ENV: Final = "MODEL_DIGEST"
 MODEL_VERSION_ENV: Final = "MODEL_VERSION"
 """Predictor container env: the version id the server reports (first 12 hex digits of the digest)."""
 
-# --- Deploy targets (components/deploy.py) --------------------------------------------------------
+# --- Deploy targets (components/deploy/__init__.py) --------------------------------------------------------
 DEPLOY_TARGET_LOCAL: Final = "local"
 DEPLOY_TARGET_KUBERNETES: Final = "kubernetes"
 DEPLOY_TARGETS: Final = (DEPLOY_TARGET_LOCAL, DEPLOY_TARGET_KUBERNETES)
@@ -76,7 +76,7 @@ LOCAL_STORE_DIRNAME: Final = "model_store"
 LOCAL_STORE_PVC: Final = "model-store"
 """PVC name in the manifest the local target writes: the same store layout, served from a volume."""
 
-# --- KServe: API, ServingRuntime, InferenceService (manifests/, inference_service.py, deploy_kubernetes.py) ---
+# --- KServe: API, ServingRuntime, InferenceService (manifests/, deploy/inference_service.py, deploy/cluster.py) ---
 KSERVE_GROUP: Final = "serving.kserve.io"
 KSERVE_VERSION: Final = "v1beta1"
 KSERVE_API_VERSION: Final = f"{KSERVE_GROUP}/{KSERVE_VERSION}"

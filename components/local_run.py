@@ -206,7 +206,7 @@ def print_summary(result: LocalRunResult, arguments: dict[str, Any], store: Path
     print(f"  {'log':<14} {result.log}")
     print(f"Deploy gate: {result.reason}")
     if result.deploy:
-        from components.local_store import current
+        from components.deploy.local_store import current
 
         live = current(store, arguments["model_name"])
         print(f"Deployed '{live.model_name}' version {live.version} to {live.model_dir}")
@@ -231,7 +231,7 @@ def serve_deployed(
     grpc_port: int | None = None,
 ) -> None:
     """Serve the live local deployment of `model_name` (None: the model deployed last) with KServe (blocks)."""
-    from components.local_store import current, latest
+    from components.deploy.local_store import current, latest
     from components.model_artifact import verify_model_dir
     from components.names import check_model_name
     from components.serving.options import ServingOptions

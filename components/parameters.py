@@ -136,7 +136,7 @@ def _check_scaling(args: Mapping[str, Any]) -> None:
     given = {keyword: args[name] for name, keyword in _SCALING_PARAMETERS.items() if name in args}
     if not given:
         return
-    from components.inference_service import check_scaling_options
+    from components.deploy.inference_service import check_scaling_options
 
     try:
         check_scaling_options(**given)

@@ -16,9 +16,9 @@ from components.constants import (
     MODEL_FILENAME,
 )
 from components.data import DataValidationError
-from components.inference_service import LINEAGE_RUN_NAME
+from components.deploy.inference_service import LINEAGE_RUN_NAME
+from components.deploy.local_store import current
 from components.kfp_components import build_components
-from components.local_store import current
 
 LABEL = DEFAULT_LABEL_COLUMN
 OPS = build_components()

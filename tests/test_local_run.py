@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from components.constants import DEFAULT_LABEL_COLUMN, DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME
-from components.local_store import DEPLOYMENT_FILENAME, current
+from components.deploy.local_store import DEPLOYMENT_FILENAME, current
 from components.model_artifact import load_estimator
 from tests.helpers import free_port, predict_with_pipeline_serve
 
@@ -92,7 +92,7 @@ def test_bad_data_fails_the_run_with_the_reason_not_a_traceback(tmp_path):
 
 def test_serve_refuses_a_tampered_deployment_in_one_line(tmp_path, model_dir):
     from components.constants import MODEL_FILENAME
-    from components.local_store import publish
+    from components.deploy.local_store import publish
 
     deployment = publish(model_dir, tmp_path / "out" / LOCAL_STORE_DIRNAME, model_name=DEFAULT_MODEL_NAME)
     stored = Path(deployment.model_dir) / MODEL_FILENAME

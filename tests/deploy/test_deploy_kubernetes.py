@@ -16,7 +16,7 @@ from components.constants import (
     KSERVE_API_VERSION,
     MODEL_READER_SERVICE_ACCOUNT,
 )
-from components.deploy_kubernetes import (
+from components.deploy.cluster import (
     ACTION_CREATED,
     ACTION_PATCHED,
     DeployError,
@@ -28,7 +28,7 @@ from components.deploy_kubernetes import (
     deploy_inference_service,
     merge_patch,
 )
-from components.inference_service import (
+from components.deploy.inference_service import (
     LINEAGE_MODEL_SHA256,
     LINEAGE_ROLLOUT_ID,
     build_inference_service,
@@ -233,7 +233,7 @@ def test_a_good_deploy_after_a_failed_one_succeeds_although_last_failure_info_st
 def test_a_failure_reported_after_the_write_counts_by_its_time(make_model_dir, fake_api, api_client):
     from datetime import UTC, datetime, timedelta
 
-    from components.deploy_kubernetes import new_model_failure
+    from components.deploy.cluster import new_model_failure
 
     write = datetime(2026, 12, 2, 4, 0, 0, tzinfo=UTC)
     info = {"reason": "ModelLoadFailed", "message": "boom"}

@@ -14,8 +14,8 @@ from components.constants import (
     MODEL_VERSION_ENV,
 )
 from components.deploy import deploy_model
-from components.deploy_kubernetes import DeployForbiddenError
-from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
+from components.deploy.cluster import DeployForbiddenError
+from components.deploy.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
 from components.model_artifact import ModelIntegrityError, directory_digest, version_id
 from tests.fakes.fake_kube_api import FakeKubeApi, Outcome
 

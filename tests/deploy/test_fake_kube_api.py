@@ -7,7 +7,7 @@ import json
 import pytest
 
 from components.constants import DEFAULT_NAMESPACE, INFERENCE_SERVICE_PLURAL, KSERVE_GROUP, KSERVE_VERSION
-from components.inference_service import build_inference_service
+from components.deploy.inference_service import build_inference_service
 from tests.fakes.fake_kube_api import FakeKubeApi, Outcome
 
 URI = "s3://mlpipeline/v2/artifacts/p/r/model"

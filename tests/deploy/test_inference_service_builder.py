@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from components import constants
-from components.inference_service import (
+from components.deploy.inference_service import (
     LINEAGE_DATA_FINGERPRINT,
     LINEAGE_METRIC_PREFIX,
     LINEAGE_MODEL_SHA256,

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from components.constants import DEFAULT_MODEL_NAME, MODEL_DIGEST_ENV, MODEL_MOUNT_PATH, MODEL_VERSION_ENV
-from components.deploy_kubernetes import smoke_predict
+from components.deploy.cluster import smoke_predict
 from components.model_artifact import directory_digest, version_id
 from tests.helpers import free_port
 from tests.manifests.kube_schemas import MANIFESTS, kustomize_available, render

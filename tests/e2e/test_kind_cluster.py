@@ -33,7 +33,12 @@ from components.constants import (
     MODEL_READER_SERVICE_ACCOUNT,
     SERVING_RUNTIME_NAME,
 )
-from components.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_ROLLOUT_ID, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
+from components.deploy.inference_service import (
+    LINEAGE_MODEL_SHA256,
+    LINEAGE_ROLLOUT_ID,
+    LINEAGE_RUN_ID,
+    LINEAGE_RUN_NAME,
+)
 from tests.helpers import free_port
 
 pytestmark = [
@@ -56,7 +61,7 @@ def kubectl(*args: str) -> subprocess.CompletedProcess[str]:
 def custom_api():
     from kubernetes import client
 
-    from components.deploy_kubernetes import kube_api_client
+    from components.deploy.cluster import kube_api_client
 
     try:
         api_client = kube_api_client()
@@ -180,8 +185,8 @@ def serving_rollout_ids() -> set[str]:
 
 
 def test_a_redeploy_that_cannot_load_rolls_back_to_the_serving_spec(custom_api, deployed_run, make_model_dir):
-    from components.deploy_kubernetes import DeployError, deploy_inference_service
-    from components.inference_service import build_inference_service
+    from components.deploy.cluster import DeployError, deploy_inference_service
+    from components.deploy.inference_service import build_inference_service
 
     before = live_isvc(custom_api)
     serving_before = serving_rollout_ids()
@@ -218,7 +223,7 @@ def test_a_good_deploy_after_the_failed_one_succeeds_despite_the_stale_failure_i
     import dataclasses
 
     from components.constants import MODEL_FILENAME
-    from components.deploy_kubernetes import deploy_inference_service
+    from components.deploy.cluster import deploy_inference_service
 
     live = live_isvc(custom_api)
     stale = (live.get("status") or {}).get("modelStatus", {}).get("lastFailureInfo")

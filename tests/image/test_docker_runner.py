@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from components.constants import DEFAULT_IMAGE, DEFAULT_LABEL_COLUMN, DEFAULT_MODEL_NAME, LOCAL_STORE_DIRNAME
+from components.deploy.local_store import current
 from components.local_runners import PODMAN_API_SCRIPT, STEP_CONTAINER_PREFIX
-from components.local_store import current
 from components.model_artifact import load_estimator
 from tests.helpers import predict_with_pipeline_serve
 from tests.image.image_helpers import REPO_ROOT, REQUIRE_IMAGE_ENV

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from components import constants
-from components.inference_service import build_inference_service, resource_requirements
+from components.deploy.inference_service import build_inference_service, resource_requirements
 from tests.manifests.kube_schemas import (
     MANIFESTS,
     REPO,
@@ -181,7 +181,7 @@ def test_deployer_role_grants_exactly_the_verbs_the_deploy_step_uses(rendered):
     objects = rendered["base"]
     (role,) = by_kind(objects, "Role")
     assert role["metadata"]["name"] == constants.DEPLOYER_ROLE_NAME
-    # InferenceServices to write them; Deployments and pods read-only, to follow the rollout (deploy_kubernetes).
+    # InferenceServices to write them; Deployments and pods read-only, to follow the rollout (deploy/cluster.py).
     assert role["rules"] == [
         {
             "apiGroups": [constants.KSERVE_GROUP],

@@ -194,7 +194,7 @@ def test_retrain_print_only_tells_exactly_what_to_run(
 def test_retrain_locally_runs_the_training_pipeline_and_deploys_through_the_gate(
     tmp_path: Path, iris_frame: pd.DataFrame, live_model: Path, capsys
 ) -> None:
-    from components.local_store import current
+    from components.deploy.local_store import current
     from components.model_artifact import read_model_card
 
     # given: a live model whose card records non-default hyperparameters

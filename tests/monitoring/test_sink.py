@@ -194,7 +194,7 @@ def test_feature_names_argument_forms() -> None:
 
 def test_the_sha256_annotation_is_the_one_deploy_writes() -> None:
     # deploy annotates the InferenceService with the model's sha256; logger.metadataAnnotations copies that key
-    from components.inference_service import LINEAGE_MODEL_SHA256
+    from components.deploy.inference_service import LINEAGE_MODEL_SHA256
 
     assert LINEAGE_MODEL_SHA256 == MODEL_SHA256_ANNOTATION
     assert MODEL_SHA256_ANNOTATION in logger_spec("http://sink")["metadataAnnotations"]

@@ -21,7 +21,7 @@ import pytest
 import pipeline
 from components import local_run
 from components.constants import LOCAL_STORE_DIRNAME, MODEL_CARD_FILENAME
-from components.local_store import current
+from components.deploy.local_store import current
 from components.model_artifact import load_estimator
 
 pytestmark = pytest.mark.slow

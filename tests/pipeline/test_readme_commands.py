@@ -24,7 +24,7 @@ from sklearn.datasets import load_iris
 
 import pipeline
 from components.constants import LOCAL_STORE_DIRNAME
-from components.local_store import current
+from components.deploy.local_store import current
 from components.model_artifact import read_model_card
 from tests.fakes.fake_kfp_api import FakeKfpApi
 from tests.helpers import free_port, wait_until_ready

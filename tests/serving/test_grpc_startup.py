@@ -17,7 +17,7 @@ import pytest
 from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 
-from components.local_store import publish
+from components.deploy.local_store import publish
 from components.model_artifact import directory_digest, version_id
 from tests.helpers import free_port, wait_until_ready
 from tests.serving.servers import ROOT, STARTUP_TIMEOUT_S, ServerProcess, start_server, train_iris_model_dir

@@ -94,7 +94,7 @@ def deploy_model(
     """
     import sklearn
 
-    from components.inference_service import (
+    from components.deploy.inference_service import (
         build_inference_service,
         lineage_annotations,
         resource_requirements,
@@ -110,7 +110,7 @@ def deploy_model(
     annotations = lineage_annotations(card, run_id=run_id, run_name=run_name, metrics=metrics)
     pin = {MODEL_DIGEST_ENV: digest, MODEL_VERSION_ENV: version_id(digest)}
     if target == DEPLOY_TARGET_LOCAL:
-        from components.local_store import publish
+        from components.deploy.local_store import publish
 
         deployment = publish(
             model_dir,
@@ -133,7 +133,7 @@ def deploy_model(
         endpoint = f"http://{DEFAULT_HOST}:{DEFAULT_HTTP_PORT}/v1/models/{model_name}:predict"
         return DeployOutcome(endpoint=endpoint, status=f"published {deployment.model_dir}", manifest=manifest)
 
-    from components.deploy_kubernetes import deploy_inference_service
+    from components.deploy.cluster import deploy_inference_service
 
     manifest = build_inference_service(
         name=model_name,

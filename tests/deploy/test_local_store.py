@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from components.constants import MODEL_CARD_FILENAME, MODEL_FILENAME, REFERENCE_PROFILE_FILENAME
-from components.local_store import (
+from components.deploy.local_store import (
     DEPLOYMENT_FILENAME,
     HISTORY_FILENAME,
     STAGING_PREFIX,
@@ -183,7 +183,7 @@ def test_a_read_only_store_is_one_line(model_dir, tmp_path):
 _PUBLISH_MANY = """
 import sys, threading
 from pathlib import Path
-from components.local_store import publish
+from components.deploy.local_store import publish
 model_dir, store, tag, n = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 go = threading.Barrier(n)
 errors = []
@@ -236,7 +236,7 @@ def test_a_hundred_concurrent_publishes_of_one_version_all_succeed(model_dir, tm
 _KILLED_AT = """
 import os, signal, sys
 from pathlib import Path
-from components.local_store import publish
+from components.deploy.local_store import publish
 model_dir, store, kill_at = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 WRITES = {"os.mkdir", "tempfile.mkdtemp", "os.chmod", "os.rename", "os.truncate", "os.remove", "os.rmdir",
           "shutil.rmtree", "fcntl.flock"}

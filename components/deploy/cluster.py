@@ -34,7 +34,7 @@ from components.constants import (
     KSERVE_VERSION,
     LINEAGE_ANNOTATION_PREFIX,
 )
-from components.inference_service import (
+from components.deploy.inference_service import (
     LINEAGE_MODEL_SHA256,
     LINEAGE_ROLLOUT_ID,
     predictor_deployment_name,

@@ -65,7 +65,7 @@ LINEAGE_METRIC_PREFIX = f"{LINEAGE_ANNOTATION_PREFIX}metric-"
 LINEAGE_ROLLOUT_ID = f"{LINEAGE_ANNOTATION_PREFIX}rollout-id"
 """sha256 (16 hex digits) of the predictor spec and lineage one deploy wrote. KServe copies InferenceService and
 predictor annotations into the predictor Deployment's pod template (components/predictor.go, buildObjectMeta), so
-the deploy step finds its own Deployment revision and pods by this value (deploy_kubernetes.wait_for_rollout)."""
+the deploy step finds its own Deployment revision and pods by this value (cluster.wait_for_rollout)."""
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 _SCALING_FIELDS = ("minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "autoScaling")
 """Fields KServe's webhook refuses on a canary predictor: it runs fixed replicas (inference_service_validation.go)."""
@@ -284,7 +284,7 @@ def build_inference_service(
         protocol_version: `v1` or `v2`; our runtime serves both on the same port.
         canary_traffic_percent: 1-99 to send only part of the traffic to this model. In Knative mode this is
             `predictor.canaryTrafficPercent`; in Standard mode KServe ignores that field, so the builder records
-            the wish in an annotation and `deploy_kubernetes` turns it into a `spec.canary` entry beside the live
+            the wish in an annotation and `cluster` turns it into a `spec.canary` entry beside the live
             predictor (the only place that knows what is live).
         deployment_mode: `Standard` (plain Deployment + Service + HPA) or `Knative`, set per object by annotation.
         logger: `spec.predictor.logger` (payload logging, see `components.payload_log.logger_spec`).
