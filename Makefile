@@ -84,6 +84,19 @@ $(CHECKOV_VENV)/bin/checkov:
 
 checkov-install: $(CHECKOV_VENV)/bin/checkov ## install checkov in its own venv (its pins clash with the project's)
 
+# The MLflow tracking server the tests start (tests/test_tracking.py): full `mlflow` in its own venv, because its
+# pins do not resolve with requirements.lock (it falls back to mlflow 1.26); the project itself needs only the
+# `mlflow` extra (mlflow-skinny, the client).
+MLFLOW_VENV ?= .tools/mlflow
+MLFLOW_VERSION ?= 3.17.2
+
+$(MLFLOW_VENV)/bin/mlflow:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet mlflow==$(MLFLOW_VERSION)
+
+mlflow-install: $(MLFLOW_VENV)/bin/mlflow ## install the MLflow server for the tracking tests in its own venv
+
 checkov: $(STAMP) checkov-install ## scan rendered manifests + the predictor pod; skips explained in manifests/.checkov.yaml
 	$(BIN)/python -m pytest -q tests/manifests/test_manifests_offline.py -k checkov -rs
 
@@ -110,7 +123,7 @@ submit: $(STAMP) ## compile and run the pipeline on KFP, deploying to KServe (KF
 e2e: $(STAMP) ## end-to-end tests on the current kubectl context (after kind-up; KFP_ENDPOINT port-forwarded)
 	KFP_ENDPOINT=$(KFP_ENDPOINT) $(BIN)/python -m pytest -m e2e tests/e2e -v $(PYTEST_ARGS)
 
-.PHONY: manifests-check checkov-install checkov shellcheck kind-up minikube-up kind-down port-forward submit e2e
+.PHONY: manifests-check checkov-install mlflow-install checkov shellcheck kind-up minikube-up kind-down port-forward submit e2e
 
 # --- image ---
 # One image for every pipeline component and the KServe predictor (Dockerfile). `make image` is for people with

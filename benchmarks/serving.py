@@ -4,7 +4,13 @@ Run: .venv/bin/python benchmarks/serving.py [--duration 5] [--repeat 3] [--worke
 Needs `wrk` (Debian: apt-get install -y wrk). Prints a markdown table and writes benchmarks/results/serving-<ts>.json.
 
 Both servers run on this machine, one at a time, on the same model directories (a model trained here, never
-committed): Iris StandardScaler+LogisticRegression, and RandomForest(100 trees) over make_classification(100_000, 20).
+committed): Iris StandardScaler+LogisticRegression, RandomForest(100 trees) over make_classification(100_000, 20),
+and two typed models trained by the pipeline's own data/train/save code on `benchmarks/make_mixed_data.py` (50,000
+rows: string categories, missing values, a coded `store` declared categorical): `mixed-hgb`, HistGradientBoosting
+classifier with native categorical splits, and `mixed-ridge`, the Ridge regression `model_family=auto` picks for a
+numeric target (one-hot + scaling). Typed models are measured on V1 and V2 JSON (one input per feature, BYTES for
+categories, `parameters.content_type: "pd"` so the stock server reads every input), on rows without missing values
+(the stock server turns a JSON null in a category into None, which its imputer does not treat as missing).
 The baseline mirrors KServe's sklearnserver: a `kserve.Model` that joblib-loads `model.joblib` and calls `predict`
 on `np.asarray(instances)` behind the stock `kserve.ModelServer` with its defaults (1 worker).
 Protocols: V1 JSON `instances`, V2 JSON (one [N, features] FP64 tensor) and V2 with the binary tensor extension
@@ -48,6 +54,30 @@ CONCURRENCIES = (1, 16)
 BATCH_SIZES = (1, 100)
 V1, V2_JSON, V2_BINARY = "v1", "v2-json", "v2-binary"
 PROTOCOLS = (V1, V2_JSON, V2_BINARY)
+TYPED_PROTOCOLS = (V1, V2_JSON)
+"""What the typed models are measured on: the stock server cannot read binary BYTES as categories."""
+MODELS = ("iris-lr", "rf100", "mixed-hgb", "mixed-ridge")
+MIXED_ROWS = 50_000
+MIXED_FEATURE_TYPES = {"store": "categorical"}
+
+
+@dataclass
+class Bench:
+    """A trained benchmark model: its directory, held-out rows, sklearn's answers and how to send them."""
+
+    directory: Path
+    x_test: np.ndarray
+    expected: np.ndarray
+    features: list[tuple[str, str]] | None = None
+    """Typed models: (name, kind) per feature, the V2 inputs to send; None: one [N, features] FP64 tensor."""
+    tolerance: float = 0.0
+    """Regression: largest |difference| to sklearn accepted (the ONNX check's documented tolerance)."""
+    body_rows: np.ndarray | None = None
+    """Rows the load bodies are cut from (typed models: held-out rows without a missing value)."""
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return TYPED_PROTOCOLS if self.features else PROTOCOLS
 
 
 @dataclass(frozen=True)
@@ -59,14 +89,34 @@ class Body:
     headers: dict[str, str]
 
 
-def write_body(protocol: str, rows: np.ndarray, directory: Path, label: str) -> Body:
+def json_rows(x: np.ndarray) -> list[list]:
+    """Rows as JSON values: NaN (a missing value in the object matrix) becomes null."""
+    return [[None if isinstance(v, float) and v != v else v for v in row] for row in x.tolist()]
+
+
+def write_body(
+    protocol: str, rows: np.ndarray, directory: Path, label: str, features: list[tuple[str, str]] | None = None
+) -> Body:
     """The request body for `protocol` (the same rows for every protocol)."""
     target = directory / f"{label}-{protocol}.body"
     if protocol == V1:
-        target.write_text(json.dumps({"instances": rows.tolist()}))
+        target.write_text(json.dumps({"instances": json_rows(rows)}))
         return Body(target, f"/v1/models/{MODEL_NAME}:predict", {"Content-Type": "application/json"})
-    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64"}
     path = f"/v2/models/{MODEL_NAME}/infer"
+    if features:
+        columns = [
+            {
+                "name": name,
+                "shape": [len(rows)],
+                "datatype": "BYTES" if kind == "categorical" else "FP64",
+                "data": [row[j] for row in json_rows(rows)],
+            }
+            for j, (name, kind) in enumerate(features)
+        ]
+        # content_type "pd": stock KServe reads every input into a DataFrame (else only the first); ours ignores it.
+        target.write_text(json.dumps({"inputs": columns, "parameters": {"content_type": "pd"}}))
+        return Body(target, path, {"Content-Type": "application/json"})
+    tensor = {"name": "input-0", "shape": list(rows.shape), "datatype": "FP64"}
     if protocol == V2_JSON:
         target.write_text(json.dumps({"inputs": [{**tensor, "data": rows.ravel().tolist()}]}))
         return Body(target, path, {"Content-Type": "application/json"})
@@ -82,8 +132,8 @@ def write_body(protocol: str, rows: np.ndarray, directory: Path, label: str) -> 
     return Body(target, path, headers)
 
 
-def check_body(port: int, body: Body, expected: np.ndarray) -> None:
-    """Both servers must answer the benchmark body, with sklearn's labels (binary answers decoded)."""
+def check_body(port: int, body: Body, expected: np.ndarray, tolerance: float = 0.0) -> None:
+    """Both servers must answer the benchmark body, with sklearn's labels or numbers (binary answers decoded)."""
     reply = httpx.post(f"http://127.0.0.1:{port}{body.path}", content=body.file.read_bytes(), headers=body.headers)
     if reply.status_code != 200:
         raise SystemExit(f"{body.file.name} got {reply.status_code}: {reply.text[:300]}")
@@ -93,8 +143,17 @@ def check_body(port: int, body: Body, expected: np.ndarray) -> None:
     else:
         answer = reply.json()
         labels = answer["predictions"] if "predictions" in answer else answer["outputs"][0]["data"]
-    if labels != expected.tolist():
+    if not same_answers(labels, expected, tolerance):
         raise SystemExit(f"{body.file.name}: answer differs from sklearn on port {port}")
+
+
+def same_answers(got: list, expected: np.ndarray, tolerance: float) -> bool:
+    """Labels exactly; regression numbers within `tolerance` (ONNX's documented one; 0 means bit-equal)."""
+    if expected.dtype.kind == "f":
+        return len(got) == len(expected) and bool(
+            np.all(np.abs(np.asarray(got, dtype=np.float64) - expected) <= tolerance)
+        )
+    return [str(v) for v in got] == [str(v) for v in expected.tolist()]
 
 
 @dataclass
@@ -211,8 +270,8 @@ def loopback_floor(body: Path, work: Path, duration: float) -> dict[str, float]:
 # --- models -------------------------------------------------------------------------------------------------
 
 
-def train_models(base: Path, wanted: list[str]) -> dict[str, tuple[Path, np.ndarray, np.ndarray]]:
-    """Train both benchmark models; returns name -> (model dir, test features, sklearn's test predictions)."""
+def train_models(base: Path, wanted: list[str]) -> dict[str, Bench]:
+    """Train the benchmark models asked for; returns name -> what the run needs of each."""
     from sklearn.datasets import load_iris, make_classification
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -224,28 +283,27 @@ def train_models(base: Path, wanted: list[str]) -> dict[str, tuple[Path, np.ndar
     from components.model_artifact import save_model
     from components.onnx_export import export_verified_onnx
 
-    iris = load_iris()
-    xc, yc = make_classification(n_samples=100_000, n_features=20, random_state=0)
-    specs = {
-        "iris-lr": (
+    specs = {}
+    if "iris-lr" in wanted:
+        iris = load_iris()
+        specs["iris-lr"] = (
             iris.data,
             iris.target,
             make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
             "logistic_regression",
             list(iris.feature_names),
-        ),
-        "rf100": (
+        )
+    if "rf100" in wanted:
+        xc, yc = make_classification(n_samples=100_000, n_features=20, random_state=0)
+        specs["rf100"] = (
             xc,
             yc,
             RandomForestClassifier(n_estimators=100, random_state=0, n_jobs=-1),
             "random_forest",
             [f"f{i}" for i in range(20)],
-        ),
-    }
+        )
     out = {}
     for name, (x, y, estimator, family, features) in specs.items():
-        if name not in wanted:
-            continue
         x_train, x_test, y_train, _ = train_test_split(x, y, test_size=0.25, random_state=0, stratify=y)
         started = time.perf_counter()
         estimator.fit(x_train, y_train)
@@ -267,8 +325,58 @@ def train_models(base: Path, wanted: list[str]) -> dict[str, tuple[Path, np.ndar
             onnx=report,
         )
         print(f"trained {name} in {time.perf_counter() - started:.1f}s; onnx report: {report}", flush=True)
-        out[name] = (directory, x_test, estimator.predict(x_test))
+        out[name] = Bench(directory, x_test, estimator.predict(x_test))
+    for name, task, family in (
+        ("mixed-hgb", "classification", "hist_gradient_boosting"),
+        ("mixed-ridge", "regression", "auto"),
+    ):
+        if name in wanted:
+            out[name] = train_typed(base / name, task=task, family=family)
     return out
+
+
+def train_typed(directory: Path, *, task: str, family: str) -> Bench:
+    """A typed model through the pipeline's own code: schema inference, split, train_model, save_trained_model."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from make_mixed_data import make_mixed_data
+
+    from components.data import split_dataset
+    from components.features import feature_matrix, infer_feature_schema
+    from components.train import save_trained_model, train_model
+
+    started = time.perf_counter()
+    frame = make_mixed_data(MIXED_ROWS, task=task, seed=0)
+    label = str(frame.columns[-1])
+    schema = infer_feature_schema(frame, label_column=label, task=task, feature_types=MIXED_FEATURE_TYPES)
+    train, test = split_dataset(frame, label_column=label, test_fraction=0.25, seed=0, task=task)
+    model = train_model(train, schema=schema, model_family=family, seed=0)
+    card = save_trained_model(
+        model, directory, training_data_fingerprint="benchmark", check_features=test, reference_features=train
+    )
+    x_test = feature_matrix(test, schema)
+    complete = x_test[~test[schema.names].isna().any(axis=1).to_numpy()]
+    print(
+        f"trained {directory.name} ({card.estimator}) in {time.perf_counter() - started:.1f}s; serving path "
+        f"{card.serving_path}; onnx report: {card.onnx}",
+        flush=True,
+    )
+    return Bench(
+        directory,
+        x_test,
+        model.estimator.predict(x_test),
+        features=[(f.name, f.kind) for f in schema.features],
+        tolerance=float(card.onnx.get("tolerance", 0.0)) if task == "regression" else 0.0,
+        body_rows=complete,
+    )
+
+
+def predict_rows(directory: Path, rows: np.ndarray) -> np.ndarray:
+    """sklearn's own answer for `rows`, from the model directory (the typed bodies' reference)."""
+    import joblib
+
+    from components.constants import MODEL_FILENAME
+
+    return np.asarray(joblib.load(directory / MODEL_FILENAME).predict(rows))
 
 
 # --- servers ------------------------------------------------------------------------------------------------
@@ -369,18 +477,19 @@ def wrk(
     return rps, pct["50"], pct["99"], errors
 
 
-def check_equivalence(port: int, x_test: np.ndarray, expected: np.ndarray, batch: int = 2000) -> None:
+def check_equivalence(port: int, bench: Bench, batch: int = 1000) -> None:
+    """Our server answers every held-out row (missing values included) as sklearn does."""
     got: list = []
     with httpx.Client(timeout=120) as client:
-        for start in range(0, len(x_test), batch):
-            rows = x_test[start : start + batch].tolist()
+        for start in range(0, len(bench.x_test), batch):
+            rows = json_rows(bench.x_test[start : start + batch])
             reply = client.post(f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict", json={"instances": rows})
             reply.raise_for_status()
             got.extend(reply.json()["predictions"])
-    if got != expected.tolist():
-        differing = int(np.sum(np.asarray(got) != expected))
-        raise SystemExit(f"server predictions differ from sklearn on {differing} of {len(expected)} test rows")
-    print(f"  predictions identical to sklearn on all {len(expected)} test rows", flush=True)
+    if not same_answers(got, bench.expected, bench.tolerance):
+        raise SystemExit(f"server predictions differ from sklearn on the {len(bench.expected)} test rows")
+    how = f"within {bench.tolerance:.3g}" if bench.expected.dtype.kind == "f" else "identical"
+    print(f"  predictions {how} to sklearn on all {len(bench.expected)} test rows", flush=True)
 
 
 # --- report -------------------------------------------------------------------------------------------------
@@ -429,10 +538,11 @@ def measure(
     pinned: bool,
     args,
     work: Path,
+    protocols: list[str],
 ) -> list[Run]:
     """Load each server in turn, --repeat rounds per scenario, and keep each server's best round."""
     runs = []
-    for protocol, rows, conc in ((p, r, c) for p in args.protocols for r in BATCH_SIZES for c in CONCURRENCIES):
+    for protocol, rows, conc in ((p, r, c) for p in protocols for r in BATCH_SIZES for c in CONCURRENCIES):
         body = bodies[(protocol, rows)]
         same_core = conc == 1 and not args.c1_cross_core
         client_cpus = (SERVER_CPU if same_core else CLIENT_CPU) if pinned else None
@@ -523,7 +633,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of load per measurement")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts for our server")
-    parser.add_argument("--models", nargs="+", default=["iris-lr", "rf100"])
+    parser.add_argument(
+        "--models", nargs="+", choices=MODELS, default=["iris-lr", "rf100"], help="default: the all-numeric pair"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the best is reported")
     parser.add_argument(
         "--protocols", nargs="+", choices=PROTOCOLS, default=list(PROTOCOLS), help="request formats to measure"
@@ -553,10 +665,14 @@ def main() -> None:
     floor_body = work / "floor.json"
     floor_body.write_text("{}")
     floor = loopback_floor(floor_body, work, args.duration) if pin else {}
-    for model, (directory, x_test, expected) in models.items():
+    for model, bench in models.items():
+        directory = bench.directory
+        body_rows = bench.body_rows if bench.body_rows is not None else bench.x_test
+        body_expected = bench.expected if bench.body_rows is None else None
+        protocols = [p for p in args.protocols if p in bench.protocols]
         bodies = {
-            (protocol, rows): write_body(protocol, x_test[:rows], work, f"{model}-{rows}")
-            for protocol in args.protocols
+            (protocol, rows): write_body(protocol, body_rows[:rows], work, f"{model}-{rows}", bench.features)
+            for protocol in protocols
             for rows in BATCH_SIZES
         }
         # Phase A, the ratios: baseline and ours side by side on one pinned core, measured in turn.
@@ -572,11 +688,14 @@ def main() -> None:
                     for (kind, w), (_, cold, rss) in live.started.items()
                 ]
                 if name == RATIOS:
-                    check_equivalence(live.port(OURS, 1), x_test, expected)
+                    check_equivalence(live.port(OURS, 1), bench)
                     for (_, rows), body in bodies.items():
+                        want = body_expected[:rows] if body_expected is not None else None
+                        if want is None:
+                            want = predict_rows(directory, body_rows[:rows])
                         for kind in (BASELINE, OURS):
-                            check_body(live.port(kind, 1), body, expected[:rows])
-                runs += measure(live, name, model, bodies, phase, pinned, args, work)
+                            check_body(live.port(kind, 1), body, want, bench.tolerance)
+                runs += measure(live, name, model, bodies, phase, pinned, args, work, protocols)
     table = markdown(runs, startups, args.workers)
     if floor:
         table += (

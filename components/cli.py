@@ -5,6 +5,7 @@
     python pipeline.py serve [--port N]           serve the model the last local run deployed (KServe V1/V2)
     python pipeline.py submit --endpoint URL      compile and start a run on a KFP cluster
     python pipeline.py monitor --log-dir D --model-dir M   the drift-check pipeline under kfp.local
+    python pipeline.py models list|promote VERSION|rollback   the deployed versions of a model
 
 With no arguments it compiles, like every KFP example.
 """
@@ -18,17 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from components.constants import (
+    DEFAULT_CV_FOLDS,
     DEFAULT_DATASET,
     DEFAULT_HOST,
     DEFAULT_HTTP_PORT,
     DEFAULT_IMAGE,
     DEFAULT_LABEL_COLUMN,
     DEFAULT_LOCAL_ROOT,
+    DEFAULT_MIN_IMPROVEMENT,
     DEFAULT_MODEL_FAMILY,
     DEPLOY_TARGET_KUBERNETES,
     DEPLOY_TARGET_LOCAL,
     LOCAL_STORE_DIRNAME,
-    MODEL_FAMILIES,
 )
 from components.local_run import local_runner, preflight, print_summary, run_locally, serve_deployed
 from components.local_runners import RUNNER_SUBPROCESS, RUNNERS, RunnerUnavailableError
@@ -43,7 +45,10 @@ from pipeline import (
     compile_pipeline,
 )
 
-DESCRIPTION = "The training pipeline (data -> train -> evaluate -> gated deploy) and its command line."
+DESCRIPTION = (
+    "The training pipeline (data -> search -> train -> evaluate -> champion vs challenger -> deploy) and its "
+    "command line."
+)
 
 
 def compile_command(args: argparse.Namespace) -> int:
@@ -79,7 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
     if not args.serve:
         return 0
     if not result.deploy:
-        print("Nothing to serve: the model did not pass the deploy gate.", file=sys.stderr)
+        print(f"Nothing to serve: the model was not deployed ({result.champion['reason']}).", file=sys.stderr)
         return 1
     return _serve(args, store, arguments["model_name"])
 
@@ -181,13 +186,40 @@ def build_parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run the pipeline locally with kfp.local")
     add_root(run_cmd)
     add_model_name(run_cmd, None, "default: sklearn-<dataset>, e.g. sklearn-iris, sklearn-churn for churn.csv")
-    run_cmd.add_argument("--dataset", default=DEFAULT_DATASET)
+    run_cmd.add_argument("--dataset", default=DEFAULT_DATASET, help="built-in name, or a .csv/.parquet path or URL")
     run_cmd.add_argument("--label-column", default=DEFAULT_LABEL_COLUMN)
     run_cmd.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
     run_cmd.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    run_cmd.add_argument("--model-family", default=DEFAULT_MODEL_FAMILY, help=f"{' or '.join(MODEL_FAMILIES)}")
+    run_cmd.add_argument("--task", default="", help="classification or regression (default: inferred from the label)")
+    run_cmd.add_argument(
+        "--feature-types", type=_json_object, default={}, help='JSON, e.g. \'{"zip": "categorical", "id": "drop"}\''
+    )
+    run_cmd.add_argument(
+        "--model-family",
+        default=DEFAULT_MODEL_FAMILY,
+        help="auto, a short name (random_forest, hist_gradient_boosting, ...) or sklearn.<module>.<Estimator> "
+        "(default: %(default)s)",
+    )
     run_cmd.add_argument("--hyperparameters", type=_json_object, default={}, help="JSON, e.g. '{\"C\": 0.5}'")
+    run_cmd.add_argument(
+        "--search-space",
+        type=_json_list,
+        default=[],
+        help='JSON list of candidates, e.g. \'[{"model_family": "random_forest", "grid": {"max_depth": [3, 6]}}]\'',
+    )
+    run_cmd.add_argument("--cv-folds", type=int, default=DEFAULT_CV_FOLDS, help="folds per search candidate")
     run_cmd.add_argument("--min-accuracy", type=float, default=DEFAULT_MIN_ACCURACY)
+    run_cmd.add_argument("--gate-metric", default="", help="e.g. f1_macro, r2, rmse (default: accuracy / r2)")
+    run_cmd.add_argument("--gate-threshold", type=float, default=0.0, help="what --gate-metric must reach")
+    run_cmd.add_argument(
+        "--min-improvement",
+        type=float,
+        default=DEFAULT_MIN_IMPROVEMENT,
+        help="how much the new model must beat the live one by (default: %(default)s)",
+    )
+    run_cmd.add_argument(
+        "--mlflow-tracking-uri", default="", help="log the run to MLflow, e.g. http://127.0.0.1:5000 (default: off)"
+    )
     run_cmd.add_argument("--serve", action="store_true", help="serve the deployed model when the run ends")
     run_cmd.add_argument(
         "--runner",
@@ -220,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--arg", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter (JSON values allowed)"
     )
     submit_cmd.set_defaults(handler=submit_command)
+
+    from components.versions_cli import add_models_command  # stdlib and constants only: cheap
+
+    add_models_command(commands)
     return parser
 
 
@@ -233,15 +269,33 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _json_list(text: str) -> list[Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError('must be a JSON list, e.g. [{"model_family": "random_forest"}]')
+    return value
+
+
 def _run_arguments(args: argparse.Namespace) -> dict[str, Any]:
     arguments = {
         "dataset": args.dataset,
         "label_column": args.label_column,
         "test_fraction": args.test_fraction,
         "seed": args.seed,
+        "task": args.task,
+        "feature_types": args.feature_types,
         "model_family": args.model_family,
         "hyperparameters": args.hyperparameters,
+        "search_space": args.search_space,
+        "cv_folds": args.cv_folds,
         "min_accuracy": args.min_accuracy,
+        "gate_metric": args.gate_metric,
+        "gate_threshold": args.gate_threshold,
+        "min_improvement": args.min_improvement,
+        "mlflow_tracking_uri": args.mlflow_tracking_uri,
         "deploy_target": DEPLOY_TARGET_LOCAL,
     }
     if args.model_name is not None:

@@ -9,20 +9,24 @@ MODEL_CARD_FILENAME: Final = "model.json"
 """Metadata beside the model: features, classes, versions, hashes, lineage."""
 ONNX_FILENAME: Final = "model.onnx"
 """Optional fast path, written only when it reproduces sklearn's predictions on held-out data."""
-MODEL_CARD_SCHEMA_VERSION: Final = 1
+MODEL_CARD_SCHEMA_VERSION: Final = 2
+"""2: typed features, task, estimator import path, serving path (1: all-numeric classification; still loads)."""
 REFERENCE_PROFILE_FILENAME: Final = "reference_profile.json"
 """Training-time feature distribution beside the model; the drift check compares live traffic with it."""
-REFERENCE_PROFILE_SCHEMA_VERSION: Final = 2
-"""2: PSI bin edges halfway between distinct training values (1: edges on quantiles; upgraded when read)."""
+REFERENCE_PROFILE_SCHEMA_VERSION: Final = 3
+"""3: feature kinds (categorical shares), missing rates, a regression model's predictions. 2: PSI bin edges halfway
+between distinct training values. 1: edges on quantiles. Older versions are upgraded when read."""
 
 # --- Data -----------------------------------------------------------------------------------------
 DEFAULT_DATASET: Final = "iris"
 DEFAULT_LABEL_COLUMN: Final = "target"
-BUILTIN_DATASETS: Final = ("iris", "wine", "breast_cancer")
+BUILTIN_DATASETS: Final = ("iris", "wine", "breast_cancer", "diabetes")
+"""Bundled with scikit-learn (no download); `diabetes` is the regression one (a numeric target)."""
 
 # --- Model families -------------------------------------------------------------------------------
-MODEL_FAMILIES: Final = ("logistic_regression", "random_forest")
-DEFAULT_MODEL_FAMILY: Final = "logistic_regression"
+# The families themselves (short names, import paths, defaults) live in components/estimators.py (FAMILIES).
+DEFAULT_MODEL_FAMILY: Final = "auto"
+"""`estimators.AUTO_FAMILY`: logistic_regression for classification, ridge for regression."""
 
 # --- Evaluation metrics (keys in KFP Metrics and in the evaluation JSON) --------------------------
 METRIC_ACCURACY: Final = "accuracy"
@@ -186,3 +190,88 @@ METRIC_DRIFT_STD_RATIO_PREFIX: Final = "drift_std_ratio: "
 METRIC_DRIFT_DETECTED: Final = "drift_detected"
 MONITORING_PIPELINE_NAME: Final = "sklearn-monitoring"
 MONITORING_PIPELINE_FILENAME: Final = "monitoring_pipeline.yaml"
+
+# --- Tasks, regression metrics and the deploy gate (components/evaluate.py; search and champion compare on them) ---
+TASK_CLASSIFICATION: Final = "classification"
+TASK_REGRESSION: Final = "regression"
+METRIC_BALANCED_ACCURACY: Final = "balanced_accuracy"
+METRIC_R2: Final = "r2"
+METRIC_RMSE: Final = "rmse"
+METRIC_MAE: Final = "mae"
+GATE_METRIC_ROC_AUC: Final = "roc_auc"
+"""`gate_metric` name of the binary ROC AUC; KFP `Metrics` logs it under METRIC_ROC_AUC."""
+
+# --- Model search and champion/challenger (components/search.py, components/champion.py) ----------
+MAX_SEARCH_CANDIDATES: Final = 64
+"""Most candidates a search space may expand to: each one trains `cv_folds` times (a pod each on a cluster)."""
+DEFAULT_CV_FOLDS: Final = 5
+DEFAULT_MIN_IMPROVEMENT: Final = 0.0
+"""How much better than the live model (in the compared metric's direction) a challenger must be to deploy."""
+METRIC_CHALLENGER_SCORE: Final = "challenger_score"
+METRIC_CHAMPION_SCORE: Final = "champion_score"
+METRIC_CHAMPION_DEPLOY: Final = "champion_decision_deploy"
+"""1.0 when the challenger is to be deployed, 0.0 when the live model stays (KFP Metrics hold numbers only)."""
+
+# --- Model versions: promote and rollback (components/deploy/versions.py, `pipeline.py models`) -------
+ACTION_DEPLOY: Final = "deploy"
+"""A version went live because a pipeline run deployed it."""
+ACTION_PROMOTE: Final = "promote"
+"""A version went live because `pipeline.py models promote VERSION` chose it."""
+ACTION_ROLLBACK: Final = "rollback"
+"""A version went live because `pipeline.py models rollback` moved back to it."""
+ACTION_FAILED: Final = "failed"
+"""A deploy of this version to the cluster failed and was undone (the version never served)."""
+VERSION_STATE_LIVE: Final = "live"
+VERSION_STATE_PREVIOUS: Final = "previous"
+"""Was live, then replaced by a deploy or a promotion: a rollback can return to it."""
+VERSION_STATE_ROLLED_BACK: Final = "rolled-back"
+"""Was live, then left by a rollback: a later rollback skips it (promote or deploy it to make it live again)."""
+VERSION_STATE_FAILED: Final = "failed"
+"""Every deploy of it failed and was undone: it never served (kubernetes target)."""
+VERSIONS_CONFIGMAP_SUFFIX: Final = "-versions"
+"""On a cluster, ConfigMap `<model>-versions` in the model's namespace holds its version history."""
+VERSIONS_CONFIGMAP_KEY: Final = "history.jsonl"
+"""The ConfigMap key (and the local store's file name): one JSON record per line, oldest first."""
+VERSIONS_CONFIGMAP_MAX_BYTES: Final = 512 * 1024
+"""The record keeps its newest lines within this size (a ConfigMap holds at most 1 MiB)."""
+
+# --- Estimators and preprocessing (components/estimators.py, components/preprocessing.py, model cards) --------
+SERVING_PATH_ONNX: Final = "onnx"
+SERVING_PATH_JOBLIB: Final = "joblib"
+"""`ModelCard.serving_path`: which file answers predictions (the verified ONNX graph, or the pickled pipeline)."""
+MISSING_CATEGORY: Final = "__missing__"
+"""What a missing categorical value becomes before encoding: a category of its own when the feature is nullable."""
+FINAL_STEP_NAME: Final = "model"
+"""Name of the estimator step in every pipeline train builds (models from before typed features call it
+`classify`)."""
+
+# --- Drift of typed features and of a regression model's predictions (components/monitoring/drift.py) ---
+DEFAULT_MISSING_RATE_THRESHOLD: Final = 0.05
+"""A significant change of a feature's missing rate counts only when it moved by at least 5 percentage points."""
+DEFAULT_UNSEEN_THRESHOLD: Final = 0.05
+"""A categorical feature drifts when at least 5% of its logged values are categories training never saw."""
+METRIC_DRIFT_MIN_CHI2_PVALUE: Final = "drift_min_chi2_pvalue"
+METRIC_DRIFT_MAX_UNSEEN_SHARE: Final = "drift_max_unseen_share"
+METRIC_DRIFT_MAX_MISSING_RATE_CHANGE: Final = "drift_max_missing_rate_change"
+METRIC_DRIFT_PSI_PREFIX: Final = "drift_psi: "
+METRIC_DRIFT_UNSEEN_SHARE_PREFIX: Final = "drift_unseen_share: "
+METRIC_DRIFT_MISSING_RATE_PREFIX: Final = "drift_missing_rate: "
+"""Each followed by the feature name: the report's PSI, unseen-share and window missing-rate columns in the KFP UI."""
+METRIC_DRIFT_PREDICTION_PSI: Final = "drift_prediction_psi"
+METRIC_DRIFT_PREDICTION_KS_PVALUE: Final = "drift_prediction_ks_pvalue"
+METRIC_DRIFT_PREDICTION_DRIFTED: Final = "drift_prediction_drifted"
+"""A regression model's predictions against those on its training rows (only logged for regression models)."""
+
+# --- ONNX fast path for typed features and regression (components/onnx_export.py; the server feeds it) ---
+ONNX_NUMERIC_INPUT: Final = "numeric"
+"""Mixed-type graphs: the float64 `[N, numeric features]` input, columns in schema order."""
+ONNX_CATEGORICAL_INPUT: Final = "categorical"
+"""Mixed-type graphs: the string `[N, categorical features]` input; a missing value is fed as MISSING_CATEGORY."""
+ONNX_VALUE_OUTPUT: Final = "variable"
+"""A regression graph's prediction output (skl2onnx's name), shape `[N, 1]`."""
+ONNX_REGRESSION_RTOL: Final = 1e-5
+"""A regression graph is kept when |onnx - sklearn| <= this x the largest |sklearn prediction| on the check rows."""
+
+# --- Training pipeline wiring (pipeline.py, components/kfp_components.py) ----------------------------------
+KFP_OBJECT_STORE_ENDPOINT: Final = "http://seaweedfs.kubeflow:9000"
+"""KFP's object store (SeaweedFS since KFP 2.15): where the champion step reads the live model on a cluster."""

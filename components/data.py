@@ -1,4 +1,4 @@
-"""Load, validate and split a tabular classification dataset.
+"""Load, validate and split a tabular dataset for classification or regression.
 
 Every refusal raises `DataValidationError` with a message that names the column or class at fault, because the
 person reading it is looking at a failed pipeline step, not at this code.
@@ -14,12 +14,21 @@ import math
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from components.constants import BUILTIN_DATASETS
+from components.features import (
+    FEATURE_TYPE_DROP,
+    TASK_GIVEN,
+    FeatureSchema,
+    FeatureSchemaError,
+    check_feature_types,
+    infer_feature_schema,
+)
 from components.payload_log import METADATA_COLUMNS
 
 if TYPE_CHECKING:
@@ -34,6 +43,8 @@ DATASET_MAX_BYTES = 256 << 20
 """Largest dataset file read (256 MiB): the load step holds it, and the frame, in memory."""
 MIN_ROWS_PER_CLASS = 2
 """A stratified split needs at least one row of each class on each side."""
+MIN_REGRESSION_ROWS = 2
+"""Rows a regression split needs on each side: R² of fewer than two test rows is undefined."""
 
 
 class DataValidationError(ValueError):
@@ -49,11 +60,19 @@ class DatasetSummary:
     class_names: list[str]
     label_column: str
     fingerprint: str
+    schema: FeatureSchema
+    label_stats: dict[str, float] = field(default_factory=dict)
+    """Regression: the target's min, mean and max; empty for classification."""
 
     @property
     def columns(self) -> int:
-        """Feature count (the label is not a feature)."""
+        """Feature count (the label and dropped columns are not features)."""
         return len(self.feature_names)
+
+    @property
+    def task(self) -> str:
+        """`classification` or `regression`, given or inferred."""
+        return self.schema.task
 
     def as_metadata(self) -> dict[str, Any]:
         """Flat JSON-able form for `Dataset.metadata`."""
@@ -64,7 +83,33 @@ class DatasetSummary:
             "class_names": self.class_names,
             "label_column": self.label_column,
             "sha256": self.fingerprint,
+            "task": self.schema.task,
+            "task_reason": self.schema.task_reason,
+            "categorical_features": [f.name for f in self.schema.features if f.kind == "categorical"],
+            "nullable_features": [f.name for f in self.schema.features if f.nullable],
         }
+
+    def describe(self) -> list[str]:
+        """What the data step prints: size, kinds, the task and why, classes or the target's range, notes."""
+        kinds = [f.kind for f in self.schema.features]
+        how = "given" if self.schema.task_reason == TASK_GIVEN else f"inferred: {self.schema.task_reason}"
+        lines = [
+            f"data: {self.rows} rows, {self.columns} features ({kinds.count('numeric')} numeric, "
+            f"{kinds.count('categorical')} categorical), task {self.schema.task} ({how})"
+        ]
+        if self.schema.task == "classification":
+            lines.append(f"data: classes {self.class_names}")
+        else:
+            stats = self.label_stats
+            lines.append(
+                f"data: target '{self.label_column}' min {stats['min']:.4g}, mean {stats['mean']:.4g}, "
+                f"max {stats['max']:.4g}"
+            )
+        nullable = [f.name for f in self.schema.features if f.nullable]
+        if nullable:
+            lines.append(f"data: missing values (allowed at serve time) in: {', '.join(nullable)}")
+        lines.extend(f"data: note: {note}" for note in self.schema.notes)
+        return lines
 
 
 def load_dataset(
@@ -77,8 +122,8 @@ def load_dataset(
     """Load a built-in dataset by name, or a CSV/Parquet file from a local path or an http(s) URL.
 
     Args:
-        source: `iris`, `wine`, `breast_cancer` (shipped with scikit-learn, no download), a local path, or an
-            `http://` / `https://` URL whose path ends in `.csv` or `.parquet` (`check_dataset_source`).
+        source: `iris`, `wine`, `breast_cancer`, `diabetes` (shipped with scikit-learn, no download), a local path,
+            or an `http://` / `https://` URL whose path ends in `.csv` or `.parquet` (`check_dataset_source`).
         label_column: Name given to the label of a built-in dataset; a file must already contain it.
         timeout_s: Longest wait to connect, for any read, and for the whole download of a URL.
         max_bytes: Largest file read (local or downloaded); a larger one is refused before it is parsed.
@@ -229,17 +274,42 @@ def _load_builtin(name: str, label_column: str) -> pd.DataFrame:
         "iris": datasets.load_iris,
         "wine": datasets.load_wine,
         "breast_cancer": datasets.load_breast_cancer,
+        "diabetes": datasets.load_diabetes,
     }[name]
     frame = loader(as_frame=True).frame
     return frame.rename(columns={"target": label_column})
 
 
-def validate_dataset(frame: pd.DataFrame, *, label_column: str, test_fraction: float) -> DatasetSummary:
-    """Check that `frame` can be split and trained on, and describe it.
+def validate_dataset(
+    frame: pd.DataFrame,
+    *,
+    label_column: str,
+    test_fraction: float,
+    task: str = "",
+    feature_types: Mapping[str, str] | None = None,
+) -> DatasetSummary:
+    """Check that `frame` can be split and trained on, infer its feature schema and task, and describe it.
 
-    Refuses: an empty frame, a missing label, a feature named like a payload-log column, non-numeric, infinite or
-    missing feature values, an all-NaN column, fewer than two classes, and classes too small for a stratified split
-    of `test_fraction`. Messages name columns only once the label is found (never the header of an unknown file).
+    Refuses: an empty frame, a missing label, a feature named like a payload-log column, an all-NaN feature, infinite
+    numeric feature values, missing or infinite labels, whatever the schema inference refuses (ID-like columns, a
+    `feature_types` entry for a column that is not there, a task the label cannot support); for classification,
+    fewer than two classes and classes too small for a stratified split of `test_fraction`; for regression, a
+    constant label or too few rows to split. Categorical (text, boolean) features and missing feature values are
+    accepted: the schema records them. Messages name columns only once the label is found (never the header of an
+    unknown file).
+
+    Args:
+        frame: The whole dataset, label included.
+        label_column: The label column.
+        test_fraction: Share of rows the split holds out, strictly between 0 and 1.
+        task: `classification`, `regression`, or "" to infer it from the label.
+        feature_types: `{"column": "numeric" | "categorical" | "drop"}` overriding the inferred kinds.
+
+    Returns:
+        The summary, with the inferred `FeatureSchema` as `.schema`.
+
+    Raises:
+        DataValidationError: Every refusal, one line.
     """
     import numpy as np
     import pandas as pd
@@ -254,46 +324,60 @@ def validate_dataset(frame: pd.DataFrame, *, label_column: str, test_fraction: f
             f"label column '{label_column}' not found among the dataset's {len(frame.columns)} columns; "
             "pass the label's name as label_column (--label-column)"
         )
+    try:
+        dropped = {c for c, kind in check_feature_types(feature_types).items() if kind == FEATURE_TYPE_DROP}
+    except FeatureSchemaError as exc:
+        raise DataValidationError(str(exc)) from None
     features = frame.drop(columns=[label_column])
     if features.shape[1] == 0:
         raise DataValidationError(f"the dataset has no feature columns besides the label '{label_column}'")
-    clash = [str(c) for c in features.columns if str(c) in METADATA_COLUMNS]
+    kept = [c for c in features.columns if str(c) not in dropped]
+    clash = [str(c) for c in kept if str(c) in METADATA_COLUMNS]
     if clash:
         raise DataValidationError(
             f"feature column '{clash[0]}' has the name of a payload-log column ({', '.join(METADATA_COLUMNS)}); "
             "rename it before training"
         )
-    all_nan = [str(c) for c in features.columns if features[c].isna().all()]
+    all_nan = [str(c) for c in kept if features[c].isna().all()]
     if all_nan:
         raise DataValidationError(f"feature columns with no values at all (all NaN): {', '.join(all_nan)}")
-    non_numeric = [
-        f"{c} ({features[c].dtype})"
-        for c in features.columns
-        if not pd.api.types.is_numeric_dtype(features[c]) or pd.api.types.is_bool_dtype(features[c])
-    ]
-    if non_numeric:
-        raise DataValidationError(f"feature columns must be numeric; encode these first: {', '.join(non_numeric)}")
-    missing = features.isna().sum()
-    missing = missing[missing > 0]
-    if not missing.empty:
-        detail = ", ".join(f"{c} ({n} rows)" for c, n in missing.items())
-        raise DataValidationError(f"feature columns with missing values; impute or drop them first: {detail}")
-    infinite = [str(c) for c in features.columns if np.isinf(features[c].to_numpy(dtype=float)).any()]
-    if infinite:
-        raise DataValidationError(f"feature columns with infinite values: {', '.join(infinite)}")
     labels = frame[label_column]
     if labels.isna().any():
         raise DataValidationError(f"label column '{label_column}' has {int(labels.isna().sum())} missing values")
-    counts = labels.value_counts()
-    if len(counts) < 2:
-        raise DataValidationError(f"label column '{label_column}' needs at least two classes, found {len(counts)}")
-    _check_split_sizes(counts, test_fraction, len(frame))
+    numeric_label = pd.api.types.is_numeric_dtype(labels) and not pd.api.types.is_bool_dtype(labels)
+    if numeric_label and np.isinf(labels.to_numpy(dtype=float)).any():
+        raise DataValidationError(f"label column '{label_column}' has infinite values")
+    try:
+        schema = infer_feature_schema(frame, label_column=label_column, task=task, feature_types=feature_types)
+    except FeatureSchemaError as exc:
+        raise DataValidationError(str(exc)) from None
+    infinite = [
+        f.name
+        for f in schema.features
+        if f.kind == "numeric" and np.isinf(pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=float)).any()
+    ]
+    if infinite:
+        raise DataValidationError(f"feature columns with infinite values: {', '.join(infinite)}")
+    label_stats: dict[str, float] = {}
+    if schema.task == "classification":
+        counts = labels.value_counts()
+        if len(counts) < 2:
+            raise DataValidationError(f"label column '{label_column}' needs at least two classes, found {len(counts)}")
+        _check_split_sizes(counts, test_fraction, len(frame))
+    else:
+        values = labels.to_numpy(dtype=float)
+        if np.unique(values).size < 2:
+            raise DataValidationError(f"label column '{label_column}' has one value only: there is nothing to learn")
+        _check_regression_split(test_fraction, len(frame))
+        label_stats = {"min": float(values.min()), "mean": float(values.mean()), "max": float(values.max())}
     return DatasetSummary(
         rows=len(frame),
-        feature_names=[str(c) for c in features.columns],
-        class_names=[str(c) for c in sorted(counts.index)],
+        feature_names=schema.names,
+        class_names=list(schema.class_names),
         label_column=label_column,
         fingerprint=fingerprint(frame),
+        schema=schema,
+        label_stats=label_stats,
     )
 
 
@@ -315,6 +399,16 @@ def _check_split_sizes(counts: pd.Series, test_fraction: float, rows: int) -> No
         )
 
 
+def _check_regression_split(test_fraction: float, rows: int) -> None:
+    n_test = math.ceil(rows * test_fraction)
+    n_train = rows - n_test
+    if n_train < MIN_REGRESSION_ROWS or n_test < MIN_REGRESSION_ROWS:
+        raise DataValidationError(
+            f"test_fraction={test_fraction} on {rows} rows gives {n_train} train / {n_test} test rows; regression "
+            f"needs at least {MIN_REGRESSION_ROWS} on each side (R² is undefined below that): use more data"
+        )
+
+
 def fingerprint(frame: pd.DataFrame) -> str:
     """sha256 of the frame's content (values, column names and dtypes), independent of the file format."""
     import pandas as pd
@@ -326,12 +420,16 @@ def fingerprint(frame: pd.DataFrame) -> str:
 
 
 def split_dataset(
-    frame: pd.DataFrame, *, label_column: str, test_fraction: float, seed: int
+    frame: pd.DataFrame, *, label_column: str, test_fraction: float, seed: int, task: str = "classification"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified, seeded train/test split; the index is reset so Parquet files hold no stray index column."""
+    """Seeded train/test split: stratified for classification, shuffled for regression.
+
+    A numeric target has no classes to stratify on. The index is reset so Parquet files hold no stray index column.
+    """
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(frame, test_size=test_fraction, random_state=seed, stratify=frame[label_column])
+    stratify = frame[label_column] if task == "classification" else None
+    train, test = train_test_split(frame, test_size=test_fraction, random_state=seed, stratify=stratify)
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 

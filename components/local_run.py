@@ -4,13 +4,14 @@ Parameters are checked before any step starts; kfp.local's own output goes to a 
 the console shows one line per step (`_ProgressStream`). The command line (components/cli.py) calls these.
 """
 
+import json
 import re
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,7 +22,7 @@ from pipeline import make_training_pipeline, pipeline_defaults
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TASK_START = re.compile(r"Executing task '?([\w-]+)'?")
 _TASK_END = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
-_STEP_LINE = re.compile(r"^\s*(data|train|evaluate|deploy): ")
+_STEP_LINE = re.compile(r"^\s*(data|search|select|train|evaluate|champion|deploy): ")
 _ERROR_LINE = re.compile(r"^\s*(?:[\w]+\.)*(\w*(?:Error|Exception)): (.+)$")
 
 
@@ -89,9 +90,15 @@ class LocalRunResult:
     metrics: dict[str, float]
     deploy: bool
     reason: str
+    """The absolute gate's reason."""
     artifacts: dict[str, str]
     log: Path
     seconds: float
+    task: str = ""
+    task_reason: str = ""
+    """`given`, or why the task was inferred from the label."""
+    champion: dict[str, Any] = field(default_factory=dict)
+    """The champion step's decision: `deploy`, `reason`, both scores, `mlflow_model_version` when logged."""
 
 
 def preflight(arguments: dict[str, Any]) -> dict[str, Any]:
@@ -178,33 +185,43 @@ def run_locally(root: Path, arguments: dict[str, Any], *, runner: Any = RUNNER_S
         except RuntimeError as exc:
             reason = stream.errors[-1] if stream.errors else str(exc)
             raise RuntimeError(f"{reason}\n  full log: {log_path}") from None
-    from components.constants import METRIC_ACCURACY
-    from components.evaluate import gate_decision
+    from components.features import read_schema
 
     outputs = task.outputs
-    metrics = {k: float(v) for k, v in outputs["metrics"].metadata.items()}
-    decision = gate_decision(metrics[METRIC_ACCURACY], min_accuracy=arguments["min_accuracy"])
+    schema = read_schema(outputs["feature_schema"].path)
+    decision = json.loads(Path(outputs["decision"].path).read_text())
+    shown = ("feature_schema", "search_report", "model", "metrics", "classification", "report", "champion_report")
     return LocalRunResult(
-        metrics=metrics,
+        metrics={k: float(v) for k, v in outputs["metrics"].metadata.items()},
         deploy=bool(outputs["deploy"]),
-        reason=decision.reason,
-        artifacts={name: outputs[name].uri for name in ("model", "metrics", "classification", "report")},
+        reason=decision["gate"]["reason"],
+        artifacts={name: outputs[name].uri for name in shown},
         log=log_path,
         seconds=time.monotonic() - started,
+        task=schema.task,
+        task_reason=schema.task_reason,
+        champion=decision,
     )
 
 
 def print_summary(result: LocalRunResult, arguments: dict[str, Any], store: Path) -> None:
     """Print the run's metrics, artifacts, log file and gate decision, and what it deployed to `store`."""
     print(f"\nRun finished in {result.seconds:.1f}s")
+    from components.features import TASK_GIVEN
+
+    how = TASK_GIVEN if result.task_reason == TASK_GIVEN else f"inferred: {result.task_reason}"
+    print(f"Task: {result.task} ({how})")
     print("Metrics:")
     for name, value in sorted(result.metrics.items()):
         print(f"  {name:<28} {value:.4f}")
     print("Artifacts:")
     for name, uri in result.artifacts.items():
-        print(f"  {name:<14} {uri}")
-    print(f"  {'log':<14} {result.log}")
+        print(f"  {name:<16} {uri}")
+    print(f"  {'log':<16} {result.log}")
     print(f"Deploy gate: {result.reason}")
+    print(f"Champion vs challenger: {result.champion['reason']}")
+    if result.champion.get("mlflow_model_version"):
+        print(f"MLflow: registered '{arguments['model_name']}' version {result.champion['mlflow_model_version']}")
     if result.deploy:
         from components.deploy.local_store import current
 
@@ -212,11 +229,21 @@ def print_summary(result: LocalRunResult, arguments: dict[str, Any], store: Path
         print(f"Deployed '{live.model_name}' version {live.version} to {live.model_dir}")
 
 
-def _curl_example(model_name: str, host: str, port: int, n_features: int) -> str:
-    row = ", ".join(["5.1", "3.5", "1.4", "0.2"][:n_features] + ["0.0"] * max(0, n_features - 4))
+def _curl_example(model_name: str, host: str, port: int, features: list[Any]) -> str:
+    """A V1 predict the served model accepts.
+
+    Iris-like numbers for all-numeric rows; with a categorical feature, an object keyed by feature name holding a
+    known category (or 0.0 for a numeric feature).
+    """
+    if all(f.kind == "numeric" for f in features):
+        row = ", ".join(["5.1", "3.5", "1.4", "0.2"][: len(features)] + ["0.0"] * max(0, len(features) - 4))
+        instance = f"[{row}]"
+    else:
+        values = {f.name: (f.categories[0] if f.kind == "categorical" and f.categories else 0.0) for f in features}
+        instance = json.dumps(values)
     return (
         f"curl -s -H 'Content-Type: application/json' http://{host}:{port}/v1/models/{model_name}:predict "
-        f"-d '{{\"instances\": [[{row}]]}}'"
+        f"-d '{{\"instances\": [{instance}]}}'"
     )
 
 
@@ -257,7 +284,7 @@ def serve_deployed(
         model_version=deployment.version,
     )
     print(f"Serving '{model_name}' version {deployment.version} from {deployment.model_dir}")
-    print(f"  V1 predict: {_curl_example(model_name, host, port, len(card.feature_names))}")
+    print(f"  V1 predict: {_curl_example(model_name, host, port, card.features)}")
     if payload_log_dir is not None:
         print(f"  Logging predictions to {payload_log_dir} (check drift: python pipeline.py monitor --help)")
     if grpc_port is not None:

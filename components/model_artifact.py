@@ -22,9 +22,9 @@ import platform
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
@@ -34,10 +34,15 @@ from components.constants import (
     MODEL_CARD_SCHEMA_VERSION,
     MODEL_FILENAME,
     ONNX_FILENAME,
+    SERVING_PATH_JOBLIB,
+    SERVING_PATH_ONNX,
 )
+from components.features import Feature, FeatureSchema, Task
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 """Suffixes KServe's sklearnserver treats as model files; a directory must hold exactly one."""
+READABLE_SCHEMA_VERSIONS = (1, MODEL_CARD_SCHEMA_VERSION)
+"""Card versions this code loads: 1 (all-numeric classification, before typed features) and the current one."""
 DIGEST_PREFIX = "sha256:"
 VERSION_ID_DIGITS = 12
 """Hex digits of the digest that name a version (48 bits); a reused version is still checked on its full digest."""
@@ -80,8 +85,9 @@ def _sklearn_version(versions: dict[str, str]) -> dict[str, str]:
 
 
 def _known_schema(version: int) -> int:
-    if version != MODEL_CARD_SCHEMA_VERSION:
-        raise ValueError(f"is {version}; this code reads schema version {MODEL_CARD_SCHEMA_VERSION}")
+    if version not in READABLE_SCHEMA_VERSIONS:
+        readable = " and ".join(map(str, READABLE_SCHEMA_VERSIONS))
+        raise ValueError(f"is {version}; this code reads schema versions {readable}")
     return version
 
 
@@ -93,14 +99,19 @@ class ModelCard:
     """What `model.json` records about a trained model.
 
     The annotations are also the schema `from_json` checks (strict: an integer where a string belongs is refused,
-    not coerced); constructing a card in code does not validate.
+    not coerced); constructing a card in code does not validate. A version-1 card (written before typed features:
+    all-numeric classification) has no `task`, `features`, `estimator` or `serving_path`; they are derived from
+    what it does record (`__post_init__`), so old model directories keep loading and serving.
     """
 
     __pydantic_config__ = ConfigDict(strict=True, extra="ignore")
 
     feature_names: Annotated[list[_NonEmpty], Field(min_length=1), AfterValidator(_unique)]
-    class_names: Annotated[list[str], Field(min_length=2), AfterValidator(_unique)]
+    """Model input order; always `[f.name for f in features]`."""
+    class_names: Annotated[list[str], AfterValidator(_unique)]
+    """Classification: labels in the order of the estimator's `classes_` (at least two). Regression: empty."""
     model_family: _NonEmpty
+    """What `model_family` resolved to: a short name (`random_forest`) or the sklearn import path given."""
     hyperparameters: dict[str, Any]
     versions: Annotated[dict[str, str], AfterValidator(_sklearn_version)]
     files: Annotated[dict[str, Sha256Hex], AfterValidator(_model_file_listed)]
@@ -111,6 +122,35 @@ class ModelCard:
     onnx: dict[str, Any] = field(default_factory=dict)
     """How the ONNX fast path was checked against sklearn (empty when there is none)."""
     schema_version: Annotated[int, AfterValidator(_known_schema)] = MODEL_CARD_SCHEMA_VERSION
+    task: Task = "classification"
+    features: list[Feature] = field(default_factory=list)
+    """The typed inputs in model order (kind, known categories, whether null is allowed); version 1: all numeric."""
+    estimator: str = ""
+    """Import path of the final estimator, e.g. `sklearn.ensemble.RandomForestClassifier`."""
+    serving_path: Literal["onnx", "joblib", ""] = ""
+    """Which file answers predictions: `onnx` (the verified fast path) or `joblib`; "" in code means derive it."""
+
+    def __post_init__(self) -> None:
+        """Derive what a version-1 card does not record (object.__setattr__: the dataclass is frozen)."""
+        if not self.features:
+            derived = [Feature(name=name, kind="numeric") for name in self.feature_names]
+            object.__setattr__(self, "features", derived)
+        if not self.estimator:
+            object.__setattr__(self, "estimator", _estimator_path_of(self.model_family, self.task))
+        if not self.serving_path:
+            path = SERVING_PATH_ONNX if ONNX_FILENAME in self.files else SERVING_PATH_JOBLIB
+            object.__setattr__(self, "serving_path", path)
+
+    @property
+    def feature_schema(self) -> FeatureSchema:
+        """The card's inputs, task and label as the `FeatureSchema` that training used (its `task_reason` is lost)."""
+        return FeatureSchema(
+            task=self.task,
+            task_reason=f"recorded in {MODEL_CARD_FILENAME}",
+            label_column=self.label_column,
+            features=self.features,
+            class_names=self.class_names,
+        )
 
     @property
     def model_sha256(self) -> str:
@@ -124,7 +164,7 @@ class ModelCard:
 
     def to_json(self) -> str:
         """Serialize for `model.json` (stable key order so the file diff is readable)."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        return json.dumps(_CARD_ADAPTER.dump_python(self, mode="json"), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_json(cls, data: bytes) -> ModelCard:
@@ -132,12 +172,40 @@ class ModelCard:
         if len(data) > MAX_CARD_BYTES:
             raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} is {len(data)} bytes; at most {MAX_CARD_BYTES} are read")
         try:
-            return _CARD_ADAPTER.validate_json(data)
+            card = _CARD_ADAPTER.validate_json(data)
         except ValidationError as exc:
             raise ModelIntegrityError(_card_error(exc)) from None
+        problem = _inconsistency(card)
+        if problem:
+            raise ModelIntegrityError(f"{MODEL_CARD_FILENAME} {problem}")
+        return card
 
 
 _CARD_ADAPTER: TypeAdapter[ModelCard] = TypeAdapter(ModelCard)
+
+
+def _estimator_path_of(model_family: str, task: str) -> str:
+    """The import path a family short name stands for (version-1 cards record only the short name)."""
+    from components.estimators import FAMILIES
+
+    if model_family in FAMILIES:
+        classifier, regressor = FAMILIES[model_family]
+        return (classifier if task == "classification" else regressor) or ""
+    return model_family if model_family.startswith("sklearn.") else ""
+
+
+def _inconsistency(card: ModelCard) -> str:
+    """What makes a well-typed card contradict itself, or "" (checked on load, so never written either)."""
+    names = [feature.name for feature in card.features]
+    if names != card.feature_names:
+        return f"field 'features' names {names[:5]} but 'feature_names' is {card.feature_names[:5]}"[:300]
+    if card.task == "classification" and len(card.class_names) < 2:
+        return f"field 'class_names' needs at least 2 classes for classification, got {len(card.class_names)}"
+    if card.task == "regression" and card.class_names:
+        return "field 'class_names' must be empty for a regression model"
+    if card.serving_path == SERVING_PATH_ONNX and ONNX_FILENAME not in card.files:
+        return f"field 'serving_path' is onnx but 'files' records no {ONNX_FILENAME}"
+    return ""
 
 
 def _card_error(exc: ValidationError) -> str:
@@ -147,11 +215,13 @@ def _card_error(exc: ValidationError) -> str:
     where = ".".join(str(part) for part in first["loc"])
     if kind == "json_invalid":
         return f"{MODEL_CARD_FILENAME} is not valid JSON: {message.removeprefix('Invalid JSON: ')}"
-    if kind == "dataclass_type" or not where:
+    if kind == "dataclass_type" or (not where and kind != "value_error"):
         return f"{MODEL_CARD_FILENAME} must hold a JSON object"
     if kind == "missing":
         return f"{MODEL_CARD_FILENAME} has no '{where}' field"
     message = message.removeprefix("Value error, ")
+    if not where:  # raised by a model validator of a nested value (e.g. a Feature), not by one field
+        return f"{MODEL_CARD_FILENAME} {message}"[:300]
     if kind == "string_pattern_mismatch" and where.startswith("files."):
         message = "must be a sha256 (64 lowercase hex digits)"
     return f"{MODEL_CARD_FILENAME} field '{where}' {message[:1].lower()}{message[1:]}"[:300]
@@ -200,6 +270,9 @@ def save_model(
     label_column: str,
     extra_files: Mapping[str, Path] | None = None,
     onnx: Mapping[str, Any] | None = None,
+    task: Task = "classification",
+    features: Sequence[Feature] | None = None,
+    estimator_path: str = "",
 ) -> ModelCard:
     """Write `model.joblib` and `model.json` (and any verified extra files) into `directory`.
 
@@ -207,13 +280,17 @@ def save_model(
         directory: The `Output[Model]` path; created if missing, must not already hold a pickle.
         estimator: The fitted scikit-learn estimator.
         feature_names: Column order the estimator expects.
-        class_names: Labels in the order of `estimator.classes_`.
-        model_family: One of `constants.MODEL_FAMILIES`.
+        class_names: Labels in the order of `estimator.classes_`; empty for regression.
+        model_family: What `model_family` resolved to (a short name of `estimators.FAMILIES` or an import path).
         hyperparameters: What the estimator was built with, for lineage.
         training_data_fingerprint: sha256 of the training data.
         label_column: Name of the label column in the source data.
         extra_files: Name -> already-written file inside `directory` (e.g. the ONNX fast path) to hash.
-        onnx: How the ONNX file was checked against sklearn.
+        onnx: How the ONNX file was checked against sklearn (or why it was not kept). `model.onnx` serves (the
+            card's `serving_path`) exactly when it is one of `extra_files`.
+        task: `classification` or `regression`.
+        features: The typed inputs in `feature_names` order (None: all numeric, never missing).
+        estimator_path: Import path of the final estimator ("": derived from a short `model_family`).
 
     Returns:
         The card written to `model.json`.
@@ -239,6 +316,10 @@ def save_model(
         training_data_fingerprint=training_data_fingerprint,
         label_column=label_column,
         onnx=dict(onnx or {}),
+        task=task,
+        features=list(features or []),
+        estimator=estimator_path,
+        serving_path=SERVING_PATH_ONNX if ONNX_FILENAME in files else SERVING_PATH_JOBLIB,
     )
     text = card.to_json()
     ModelCard.from_json(text.encode())  # never write a card the loaders would refuse

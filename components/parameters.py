@@ -14,13 +14,17 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 from urllib.parse import urlparse
 
-from components.constants import BUILTIN_DATASETS, DEPLOY_TARGETS, MODEL_FAMILIES
+from components.constants import BUILTIN_DATASETS, DEPLOY_TARGETS
 from components.names import MAX_MODEL_NAME_LENGTH, InvalidNameError, check_dns_label, check_model_name
 
 MODEL_NAME_PREFIX: Final = "sklearn-"
 """Default model names are `sklearn-<dataset>`: `sklearn-iris` for the default dataset."""
 MAX_SEED: Final = 2**32 - 1
 """numpy's (and so scikit-learn's `random_state`) largest seed."""
+MAX_CV_FOLDS: Final = 20
+"""Each search candidate trains this many times; more folds than this buy no accuracy worth the cost."""
+MLFLOW_URI_SCHEMES: Final = ("http", "https", "sqlite", "file", "postgresql", "mysql")
+"""MLflow tracking URIs a run can log to: a server, or a database / directory the step itself opens."""
 
 
 class ParameterError(ValueError):
@@ -43,6 +47,9 @@ def default_model_name(dataset: str) -> str:
 def validate_parameters(arguments: Mapping[str, Any], *, accepted: Mapping[str, Any]) -> None:
     """Check the training pipeline's parameters as the steps will receive them.
 
+    What needs the data (a column named in `feature_types`, a metric that fits the inferred task, a family without
+    an estimator for it) is checked by the steps; with `task` given, the task-specific checks run here too.
+
     Args:
         arguments: Every parameter of the run (the pipeline's defaults merged with what the user gave).
         accepted: The pipeline's parameters and their defaults; any other key is refused (a typo in `--arg`).
@@ -51,7 +58,6 @@ def validate_parameters(arguments: Mapping[str, Any], *, accepted: Mapping[str, 
         ParameterError: The first problem found, in one line.
     """
     from components.data import DataValidationError, check_dataset_source
-    from components.train import TrainingConfigError, resolve_hyperparameters
 
     unknown = sorted(set(arguments) - set(accepted))
     if unknown:
@@ -68,7 +74,6 @@ def validate_parameters(arguments: Mapping[str, Any], *, accepted: Mapping[str, 
     _check_number(args, "min_accuracy", low=0.0, high=1.0, closed=True)
     _check_integer(args, "seed", low=0, high=MAX_SEED)
     _check_integer(args, "deploy_timeout_seconds", low=1, high=None)
-    _check_choice(args, "model_family", MODEL_FAMILIES)
     _check_choice(args, "deploy_target", DEPLOY_TARGETS)
     try:
         check_model_name(args["model_name"])
@@ -77,29 +82,124 @@ def validate_parameters(arguments: Mapping[str, Any], *, accepted: Mapping[str, 
             check_dns_label("predictor_service_account", args["predictor_service_account"])
     except InvalidNameError as exc:
         raise ParameterError(str(exc)) from None
-    url = args["payload_logger_url"]
-    if not isinstance(url, str) or (url and urlparse(url).scheme not in ("http", "https")):
-        raise ParameterError(f"payload_logger_url must be empty or an http(s):// URL, got {url!r}")
+    for name in ("payload_logger_url", "s3_endpoint"):
+        url = args.get(name, "")
+        if not isinstance(url, str) or (url and urlparse(url).scheme not in ("http", "https")):
+            raise ParameterError(f"{name} must be empty or an http(s):// URL, got {url!r}")
     if not isinstance(args["local_store"], str) or not args["local_store"]:
         raise ParameterError("local_store must be a non-empty path")
     _check_scaling(args)
+    task = _check_data_typing(args)
+    _check_model_choice(args, task)
+    _check_comparison(args, task)
+
+
+def _check_data_typing(args: Mapping[str, Any]) -> str:
+    """`task` and `feature_types` (the columns they name are checked against the data by load-data); the task."""
+    from components.features import check_feature_types, check_task
+
+    if not isinstance(args["task"], str):
+        raise ParameterError(f"task must be a string, got {args['task']!r}")
+    if not isinstance(args["feature_types"], dict):
+        raise ParameterError('feature_types must be a JSON object, e.g. {"zip_code": "categorical"}')
+    try:
+        check_task(args["task"])
+        check_feature_types(args["feature_types"])
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    return str(args["task"])
+
+
+def _check_model_choice(args: Mapping[str, Any], task: str) -> None:
+    """The model family, its hyperparameters and the search space, as training would check them."""
+    from components.estimators import check_training_config
+    from components.search import expand_search_space
+
+    if not isinstance(args["model_family"], str):
+        raise ParameterError(f"model_family must be a string, got {args['model_family']!r}")
     hyperparameters = args["hyperparameters"]
     if not isinstance(hyperparameters, dict):
         raise ParameterError('hyperparameters must be a JSON object, e.g. {"C": 0.5}')
+    if not isinstance(args["search_space"], list):
+        raise ParameterError('search_space must be a JSON list, e.g. [{"model_family": "random_forest"}]')
+    _check_integer(args, "cv_folds", low=2, high=MAX_CV_FOLDS)
     try:
-        resolved = resolve_hyperparameters(args["model_family"], hyperparameters)
-        # KFP delivers every number of a dict as a double; refuse an int whose meaning that would change.
-        as_doubles = {k: float(v) if _is_int(v) else v for k, v in hyperparameters.items()}
-        delivered = resolve_hyperparameters(args["model_family"], as_doubles)
-    except TrainingConfigError as exc:
+        candidates = expand_search_space(
+            args["search_space"], model_family=args["model_family"], hyperparameters=hyperparameters, task=task
+        )
+    except ValueError as exc:
         raise ParameterError(str(exc)) from None
-    for key, value in hyperparameters.items():
-        if type(delivered[key]) is not type(resolved[key]):
-            raise ParameterError(
-                f"hyperparameter {key}={value!r} would reach the step as {float(value)!r} (KFP passes the numbers "
-                f"of a dict as doubles), which {args['model_family']} reads differently; choose a value whose "
-                "meaning survives that (e.g. a fraction)"
-            )
+    for candidate in candidates:  # with task "" the search space's own check does not know which estimator
+        try:
+            check_training_config(candidate["model_family"], task, candidate["hyperparameters"])
+        except ValueError as exc:
+            where = f"search_space candidate {candidate['candidate_id']}: " if args["search_space"] else ""
+            raise ParameterError(f"{where}{exc}") from None
+    for candidate in candidates:
+        _check_survives_doubles(candidate["model_family"], task, candidate["hyperparameters"])
+
+
+def _check_survives_doubles(model_family: str, task: str, hyperparameters: Mapping[str, Any]) -> None:
+    """Refuse an int that KFP's doubles would turn into a value the estimator reads differently (`max_features=1`)."""
+    from components.estimators import TrainingConfigError, resolve_hyperparameters
+    from components.features import TASKS
+
+    if not any(_is_int(v) for v in hyperparameters.values()):
+        return
+    as_doubles = {k: float(v) if _is_int(v) else v for k, v in hyperparameters.items()}
+    for candidate_task in (task,) if task else TASKS:
+        try:
+            resolved = resolve_hyperparameters(model_family, candidate_task, hyperparameters)  # type: ignore[arg-type]
+            delivered = resolve_hyperparameters(model_family, candidate_task, as_doubles)  # type: ignore[arg-type]
+        except TrainingConfigError:
+            continue  # the family has no estimator for this task (or refuses the doubles: training says so)
+        for key, value in hyperparameters.items():
+            if type(delivered[key]) is not type(resolved[key]) and not _same_meaning(
+                model_family, candidate_task, key, resolved[key], delivered[key]
+            ):
+                raise ParameterError(
+                    f"hyperparameter {key}={value!r} would reach the step as {float(value)!r} (KFP passes the "
+                    f"numbers of a dict as doubles), which {model_family} reads differently; choose a value whose "
+                    "meaning survives that (e.g. a fraction)"
+                )
+
+
+def _same_meaning(model_family: str, task: str, key: str, exact: Any, double: Any) -> bool:
+    """Whether one of the estimator's own constraints on `key` takes both the int and its double.
+
+    C=1 and C=1.0 fall in one Real interval: the same value. max_features=1 (an Integral count) and 1.0 (a RealNotInt
+    fraction, "all features") satisfy different constraints: different meanings.
+    """
+    from sklearn.utils._param_validation import make_constraint
+
+    from components.estimators import resolve_estimator
+
+    estimator = resolve_estimator(model_family, task).cls  # type: ignore[arg-type]
+    constraints = getattr(estimator, "_parameter_constraints", {}).get(key, [])
+    return any(c.is_satisfied_by(exact) and c.is_satisfied_by(double) for c in map(make_constraint, constraints))
+
+
+def _check_comparison(args: Mapping[str, Any], task: str) -> None:
+    """The gate, the champion comparison and MLflow."""
+    from components.champion import check_min_improvement
+    from components.evaluate import check_gate
+
+    if not isinstance(args["gate_metric"], str):
+        raise ParameterError(f"gate_metric must be a string, got {args['gate_metric']!r}")
+    threshold = args["gate_threshold"]
+    if not (_is_int(threshold) or isinstance(threshold, float)):
+        raise ParameterError(f"gate_threshold must be a number, got {threshold!r}")
+    try:
+        check_gate(gate_metric=args["gate_metric"], gate_threshold=float(threshold), task=task)
+        check_min_improvement(args["min_improvement"])
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    uri = args["mlflow_tracking_uri"]
+    if not isinstance(uri, str) or (uri and urlparse(uri).scheme not in MLFLOW_URI_SCHEMES):
+        raise ParameterError(
+            f"mlflow_tracking_uri must be empty or a URI of scheme {', '.join(MLFLOW_URI_SCHEMES)} "
+            f"(e.g. http://127.0.0.1:5000, sqlite:///mlflow.db), got {uri!r}"
+        )
 
 
 def check_writable(directory: Path, *, what: str) -> None:

@@ -10,8 +10,10 @@ Layout (the same for the local server and the cluster sink)::
 
 Each file is written under a hidden temporary name and renamed into place (local disks), or uploaded in one
 PUT (object stores), so a reader never sees a half-written file. Columns: `request_id`, `timestamp` (UTC),
-`model_name`, `model_sha256`, one float64 column per feature (named as in the model card), `prediction` (the
-class label as text) and `source` (who logged it).
+`model_name`, `model_sha256`, one column per feature (named as in the model card; float64 for a numeric feature,
+string for a categorical one, null where the request had no value), `prediction` (the class label as text, or
+the regression value) and `source` (who logged it). Logs written before feature kinds existed (every feature
+float64) read the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pyarrow as pa
     import pyarrow.fs as pafs
+
+    from components.features import Feature
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +135,8 @@ def encode_prediction(value: Any) -> str | None:
     return json.dumps(value)
 
 
-def payload_schema(feature_names: Sequence[str]) -> pa.Schema:
-    """The Parquet schema of a payload log for these features."""
+def payload_schema(feature_names: Sequence[str], categorical: Sequence[str] = ()) -> pa.Schema:
+    """The Parquet schema of a payload log for these features (`categorical` ones are strings, the rest float64)."""
     import pyarrow as pa
 
     return pa.schema(
@@ -141,7 +145,7 @@ def payload_schema(feature_names: Sequence[str]) -> pa.Schema:
             pa.field(PAYLOAD_COLUMN_TIMESTAMP, pa.timestamp("us", tz="UTC")),
             pa.field(PAYLOAD_COLUMN_MODEL_NAME, pa.string()),
             pa.field(PAYLOAD_COLUMN_MODEL_SHA256, pa.string()),
-            *[pa.field(name, pa.float64()) for name in feature_names],
+            *[pa.field(name, pa.string() if name in categorical else pa.float64()) for name in feature_names],
             pa.field(PAYLOAD_COLUMN_PREDICTION, pa.string()),
             pa.field(PAYLOAD_COLUMN_SOURCE, pa.string()),
         ]
@@ -172,7 +176,9 @@ class PayloadLogWriter:
         directory: Log root (local directory, or a URI such as `s3://bucket/prefix`).
         model_name: Sub-folder and `model_name` column.
         model_sha256: Digest of the served `model.joblib`, so records say which model answered.
-        feature_names: Column names for the instance columns, in the model's order.
+        feature_names: Column names for the instance columns, in the model's order (all numeric).
+        features: The model card's typed features instead (`card.features`): categorical ones are logged as
+            strings. Give `feature_names` or `features`; both must agree when given.
         batch_size: Rows per file, at most.
         flush_interval_s: Longest time a row waits in memory before it is written (the loss window on kill -9).
         max_pending: Queued `record()` calls beyond which new ones are dropped.
@@ -186,7 +192,8 @@ class PayloadLogWriter:
         *,
         model_name: str,
         model_sha256: str,
-        feature_names: list[str],
+        feature_names: Sequence[str] | None = None,
+        features: Sequence[Feature] | None = None,
         batch_size: int = 1000,
         flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
         max_pending: int = 100_000,
@@ -201,12 +208,21 @@ class PayloadLogWriter:
             raise PayloadLogError(f"flush_interval_s must be > 0, got {flush_interval_s}")
         self.model_name = model_name
         self.model_sha256 = model_sha256
+        if features is not None:
+            typed = [str(f.name) for f in features]
+            if feature_names is not None and [str(n) for n in feature_names] != typed:
+                raise PayloadLogError(f"feature_names {list(feature_names)} differ from the features' names {typed}")
+            feature_names = typed
+        if feature_names is None:
+            raise PayloadLogError("give feature_names or features: the log needs the model's feature columns")
         self.feature_names = _check_feature_names(feature_names)
+        self.categorical = [str(f.name) for f in features or () if f.kind == "categorical"]
+        """Features logged as strings; the rest are float64."""
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.source = source
         self._fs, self._base = resolve_destination(directory, filesystem)
-        self._schema = payload_schema(self.feature_names)
+        self._schema = payload_schema(self.feature_names, self.categorical)
         # Import the writer's modules now (server start), not on the first flush: an import holds the GIL for
         # ~0.1 s and would stall whichever request is running.
         import pyarrow.compute
@@ -238,8 +254,9 @@ class PayloadLogWriter:
         """Enqueue the rows of one successful prediction; never blocks and never touches the disk.
 
         Args:
-            instances: 2-D array (rows x features) exactly as the model received it. Not copied: do not
-                mutate it afterwards.
+            instances: 2-D array (rows x features) exactly as the model received it: float64, or the
+                `feature_matrix` object array (floats, category strings, NaN or None for missing). Not copied:
+                do not mutate it afterwards.
             predictions: One prediction per row.
             request_ids: One id per row (the KServe sink passes the CloudEvent id); generated when absent.
             timestamp: When the prediction happened (default: now, UTC).
@@ -347,7 +364,8 @@ class PayloadLogWriter:
         import numpy as np
         import pyarrow as pa
 
-        matrix = np.concatenate([np.asarray(p.instances, dtype=np.float64) for p in pending], axis=0)
+        kind = np.float64 if not self.categorical else object
+        matrix = np.concatenate([np.asarray(p.instances, dtype=kind) for p in pending], axis=0)
         counts = np.fromiter((len(p.predictions) for p in pending), dtype=np.int64, count=len(pending))
         rows = int(counts.sum())
         micros = np.repeat(np.fromiter((p.timestamp_ns // 1000 for p in pending), dtype=np.int64), counts)
@@ -362,7 +380,10 @@ class PayloadLogWriter:
             PAYLOAD_COLUMN_MODEL_SHA256: pa.repeat(pa.scalar(self.model_sha256), rows),
         }
         for index, name in enumerate(self.feature_names):
-            columns[name] = matrix[:, index]
+            if name in self.categorical:
+                columns[name] = _categories_as_text(matrix[:, index])
+            else:  # NaN (and None in an object matrix) is stored as null: a missing value, not a number
+                columns[name] = pa.array(np.asarray(matrix[:, index], dtype=np.float64), from_pandas=True)
         columns[PAYLOAD_COLUMN_PREDICTION] = _predictions_as_text(pending)
         columns[PAYLOAD_COLUMN_SOURCE] = pa.repeat(pa.scalar(self.source), rows)
         return pa.table(columns, schema=self._schema)
@@ -395,14 +416,29 @@ class PayloadLogWriter:
         self._files += 1
 
 
+def _categories_as_text(column: np.ndarray) -> pa.Array:
+    """A categorical column as strings, missing values (None, NaN) as null."""
+    import pyarrow as pa
+
+    try:  # the server hands strings already (feature_matrix): one vectorized conversion
+        return pa.array(column, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        from components.features import category_value
+
+        # v != v holds only for NaN
+        return pa.array([None if v is None or v != v else category_value(v) for v in column], type=pa.string())
+
+
 def _predictions_as_text(pending: list[_Pending]) -> pa.Array:
-    """Integer or string class labels convert in one vectorized cast; anything else goes value by value."""
+    """Class labels (integers, strings) and regression values convert in one cast; the rest value by value."""
     import numpy as np
     import pyarrow as pa
 
     arrays = [np.asarray(p.predictions) for p in pending]
     if all(a.ndim == 1 and a.dtype.kind in "iub" for a in arrays):
         return pa.array(np.concatenate(arrays)).cast(pa.string())
+    if all(a.ndim == 1 and a.dtype.kind == "f" for a in arrays):  # regression: the shortest text that reads back
+        return pa.array(np.concatenate(arrays).astype(np.float64)).cast(pa.string())
     if all(a.ndim == 1 and a.dtype.kind == "U" for a in arrays):
         return pa.array(np.concatenate(arrays), type=pa.string())
     return pa.array([encode_prediction(v) for p in pending for v in p.predictions], type=pa.string())

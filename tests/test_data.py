@@ -110,6 +110,7 @@ def test_a_valid_frame_is_described():
     assert summary.class_names == ["0", "1"]
     assert summary.fingerprint == fingerprint(data)
     assert summary.as_metadata()["columns"] == 2
+    assert summary.task == "classification" and summary.schema.all_numeric
 
 
 @pytest.mark.parametrize(
@@ -122,18 +123,135 @@ def test_a_valid_frame_is_described():
         (frame(a=[1.0, 2.0, 3.0, 4.0], model_sha256=[1.0] * 4, **{LABEL: [0, 1, 0, 1]}), "'model_sha256' has the"),
         (frame(**{LABEL: [0, 1, 0, 1]}), "no feature columns"),
         (frame(a=[1.0, 2.0, 3.0, 4.0], b=[np.nan] * 4, **{LABEL: [0, 1, 0, 1]}), r"all NaN\): b"),
-        (frame(a=["x", "y", "x", "y"], **{LABEL: [0, 1, 0, 1]}), r"numeric; encode these first: a \(object\)"),
-        (frame(a=[True, False, True, False], **{LABEL: [0, 1, 0, 1]}), r"a \(bool\)"),
-        (frame(a=[1.0, np.nan, 3.0, 4.0], **{LABEL: [0, 1, 0, 1]}), r"missing values.*a \(1 rows\)"),
         (frame(a=[1.0, np.inf, 3.0, 4.0], **{LABEL: [0, 1, 0, 1]}), "infinite values: a"),
         (frame(a=[1.0, 2.0, 3.0, 4.0], **{LABEL: [0, None, 0, 1]}), "label column 'target' has 1 missing"),
+        (frame(a=[1.0, 2.0, 3.0, 4.0], **{LABEL: [0.5, np.inf, 1.5, 2.5]}), "label column 'target' has infinite"),
         (frame(a=[1.0, 2.0, 3.0], **{LABEL: [0, 0, 0]}), "at least two classes, found 1"),
         (frame(a=[1.0, 2.0, 3.0, 4.0], **{LABEL: [0, 0, 0, 1]}), r"too few: 1 \(1\)"),
     ],
 )
 def test_every_bad_dataset_is_refused_with_a_message_naming_the_problem(data, message):
-    with pytest.raises(DataValidationError, match=message):
+    with pytest.raises(DataValidationError, match=message) as refused:
         validate_dataset(data, label_column=LABEL, test_fraction=0.5)
+    assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("feature_types", "message"),
+    [
+        ({"a": "numeric"}, "infinite values: a"),  # text declared numeric is checked like any number
+        ({"c": "drop"}, "feature_types names columns that are not in the data: c"),
+        ({"a": "text"}, r"feature_types\['a'\] must be one of numeric, categorical, drop"),
+    ],
+)
+def test_feature_types_refusals_are_data_validation_errors(feature_types, message):
+    data = frame(a=["1", "-inf", "3", "4"], b=[0.1, 0.2, 0.3, 0.4], **{LABEL: [0, 1, 0, 1]})
+    with pytest.raises(DataValidationError, match=message):
+        validate_dataset(data, label_column=LABEL, test_fraction=0.5, feature_types=feature_types)
+
+
+def test_categorical_boolean_and_missing_feature_values_are_accepted_and_recorded():
+    # Given text, boolean and numeric columns with gaps (refused before typed schemas: now they are features)
+    data = frame(
+        size=[1.0, np.nan, 3.0, 4.0, 5.0, 6.0],
+        colour=["red", "blue", None, "red", "blue", "red"],
+        member=[True, False, True, True, False, False],
+        **{LABEL: ["a", "b"] * 3},
+    )
+
+    summary = validate_dataset(data, label_column=LABEL, test_fraction=0.5)
+
+    kinds = {f.name: (f.kind, f.nullable) for f in summary.schema.features}
+    assert kinds == {
+        "size": ("numeric", True),
+        "colour": ("categorical", True),
+        "member": ("categorical", False),
+    }
+    assert summary.task == "classification" and summary.class_names == ["a", "b"]
+    metadata = summary.as_metadata()
+    assert metadata["categorical_features"] == ["colour", "member"]
+    assert metadata["nullable_features"] == ["size", "colour"]
+    assert metadata["task"] == "classification"
+    lines = summary.describe()
+    assert lines[0].startswith("data: 6 rows, 3 features (1 numeric, 2 categorical), task classification (inferred: ")
+    assert "data: classes ['a', 'b']" in lines
+    assert "data: missing values (allowed at serve time) in: size, colour" in lines
+    assert any(line.startswith("data: note: feature 'member' is boolean") for line in lines)
+
+
+def test_a_dropped_column_is_not_validated_or_described():
+    data = frame(a=[1.0, 2.0, 3.0, 4.0], timestamp=[np.nan] * 4, **{LABEL: [0, 1, 0, 1]})
+    summary = validate_dataset(data, label_column=LABEL, test_fraction=0.5, feature_types={"timestamp": "drop"})
+    assert summary.feature_names == ["a"] and summary.columns == 1
+
+
+def test_an_id_like_column_is_refused_by_the_data_step_with_the_fix():
+    data = frame(id=[f"row-{i}" for i in range(40)], x=np.linspace(0, 1, 40), **{LABEL: [0, 1] * 20})
+    with pytest.raises(DataValidationError, match=r"'id' looks like an ID .*\{\"id\": \"drop\"\}"):
+        validate_dataset(data, label_column=LABEL, test_fraction=0.5)
+
+
+def regression_frame(rows: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=rows)
+    return frame(x=x, **{LABEL: 3.0 * x + rng.normal(scale=0.1, size=rows)})
+
+
+def test_a_regression_dataset_skips_the_class_checks_and_describes_its_target():
+    # Every label value is distinct: as classes, each would have one row and the stratified split would refuse it.
+    data = regression_frame()
+
+    summary = validate_dataset(data, label_column=LABEL, test_fraction=0.25)
+
+    assert summary.task == "regression"
+    assert summary.class_names == [] and summary.as_metadata()["class_names"] == []
+    assert summary.label_stats["min"] == pytest.approx(data[LABEL].min())
+    assert summary.label_stats["mean"] == pytest.approx(data[LABEL].mean())
+    lines = summary.describe()
+    assert "task regression (inferred: label 'target' holds non-integral numbers)" in lines[0]
+    assert lines[1].startswith("data: target 'target' min ")
+    assert not any("classes" in line for line in lines)
+
+
+def test_a_given_task_is_recorded_and_one_the_label_cannot_support_is_refused():
+    summary = validate_dataset(small_valid(), label_column=LABEL, test_fraction=0.5, task="regression")
+    assert (summary.task, summary.schema.task_reason) == ("regression", "given")
+    with pytest.raises(DataValidationError, match="task classification needs classes, but label 'target'"):
+        validate_dataset(regression_frame(), label_column=LABEL, test_fraction=0.5, task="classification")
+    with pytest.raises(DataValidationError, match="task must be one of classification, regression"):
+        validate_dataset(small_valid(), label_column=LABEL, test_fraction=0.5, task="forecast")
+
+
+@pytest.mark.parametrize(
+    ("data", "fraction", "message"),
+    [
+        (frame(x=[1.0, 2.0, 3.0, 4.0], **{LABEL: [2.5] * 4}), 0.5, "has one value only"),
+        (regression_frame(3), 0.5, r"gives 1 train / 2 test rows; regression needs at least 2 on each side"),
+        (regression_frame(10), 0.1, r"gives 9 train / 1 test rows"),
+    ],
+)
+def test_a_regression_dataset_too_small_or_constant_is_refused(data, fraction, message):
+    with pytest.raises(DataValidationError, match=message):
+        validate_dataset(data, label_column=LABEL, test_fraction=fraction, task="regression")
+
+
+def test_the_regression_split_is_shuffled_and_seeded_not_stratified():
+    data = regression_frame(40)
+    train, test = split_dataset(data, label_column=LABEL, test_fraction=0.25, seed=3, task="regression")
+    again, _ = split_dataset(data, label_column=LABEL, test_fraction=0.25, seed=3, task="regression")
+    assert (len(train), len(test)) == (30, 10)
+    pd.testing.assert_frame_equal(train, again)
+    assert sorted(pd.concat([train, test])[LABEL]) == sorted(data[LABEL])
+    assert list(test[LABEL]) != list(data[LABEL].iloc[30:])  # shuffled, not the last rows
+
+
+def test_the_builtin_diabetes_dataset_is_a_regression_dataset():
+    data = load_dataset("diabetes", label_column=LABEL)
+    summary = validate_dataset(data, label_column=LABEL, test_fraction=0.2)
+    assert summary.rows == 442 and summary.columns == 10
+    assert summary.task == "regression"
+    assert "214 distinct values" in summary.schema.task_reason
+    assert summary.schema.all_numeric
 
 
 def test_a_split_too_small_for_every_class_is_refused():
@@ -263,3 +381,63 @@ def test_a_server_that_never_answers_times_out():
 def test_a_download_is_capped_in_size_and_time(tmp_path, behaviour, message):
     with _Server(behaviour, tmp_path) as server, pytest.raises(DataValidationError, match=message):
         load_dataset(f"{server.url}/data.csv", label_column=LABEL, timeout_s=1.0, max_bytes=100_000)
+
+
+def test_the_mixed_demo_data_reads_back_from_csv_with_the_types_it_was_made_with(tmp_path):
+    from benchmarks.make_mixed_data import CLASSIFICATION_LABEL, NULLABLE_COLUMNS, make_mixed_data, write_frame
+    from components.features import feature_matrix
+
+    path = write_frame(make_mixed_data(400, seed=3), tmp_path / "customers.csv")
+
+    data = load_dataset(str(path), label_column=CLASSIFICATION_LABEL)
+    summary = validate_dataset(data, label_column=CLASSIFICATION_LABEL, test_fraction=0.25)
+    kinds = {f.name: f.kind for f in summary.schema.features}
+    assert kinds == {
+        "age": "numeric",
+        "income": "numeric",
+        "tenure_months": "numeric",
+        "plan": "categorical",
+        "region": "categorical",
+        "channel": "categorical",
+        "autopay": "categorical",
+        "store": "numeric",  # codes look like numbers: the walkthrough declares it categorical
+    }
+    assert [f.name for f in summary.schema.features if f.nullable] == list(NULLABLE_COLUMNS)
+    assert summary.schema.features[3].categories == ["basic", "premium", "standard"]
+    assert summary.task == "classification" and summary.class_names == ["no", "yes"]
+    _, test = split_dataset(data, label_column=CLASSIFICATION_LABEL, test_fraction=0.25, seed=0)
+    matrix = feature_matrix(test, summary.schema)
+    assert matrix.shape == (100, 8) and matrix.dtype == object
+
+
+def test_the_mixed_demo_data_is_seeded_and_its_regression_id_variant_needs_feature_types(tmp_path):
+    from benchmarks.make_mixed_data import ID_COLUMN, REGRESSION_LABEL, make_mixed_data, write_frame
+
+    made = make_mixed_data(300, task="regression", seed=5, with_id=True)
+    pd.testing.assert_frame_equal(made, make_mixed_data(300, task="regression", seed=5, with_id=True))
+    assert not made.equals(make_mixed_data(300, task="regression", seed=6, with_id=True))
+    data = load_dataset(str(write_frame(made, tmp_path / "spend.parquet")), label_column=REGRESSION_LABEL)
+
+    with pytest.raises(DataValidationError, match=f"'{ID_COLUMN}' looks like an ID"):
+        validate_dataset(data, label_column=REGRESSION_LABEL, test_fraction=0.2)
+    summary = validate_dataset(
+        data,
+        label_column=REGRESSION_LABEL,
+        test_fraction=0.2,
+        feature_types={ID_COLUMN: "drop", "store": "categorical"},
+    )
+    assert summary.task == "regression" and "non-integral" in summary.schema.task_reason
+    assert ID_COLUMN not in summary.feature_names
+    store = next(f for f in summary.schema.features if f.name == "store")
+    assert (store.kind, store.categories) == ("categorical", [str(n) for n in range(1, 9)])
+
+
+def test_the_mixed_demo_data_command_writes_the_file_or_says_why_not(tmp_path, capsys):
+    from benchmarks.make_mixed_data import main
+
+    assert main([str(tmp_path / "d.csv"), "--rows", "50", "--task", "regression"]) == 0
+    assert "50 rows, 8 features, label 'spend' (regression)" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "d.csv")) == 50
+    assert main([str(tmp_path / "d.txt"), "--rows", "50"]) == 2
+    assert main([str(tmp_path / "d.csv"), "--rows", "5"]) == 2
+    assert "rows must be at least 10" in capsys.readouterr().err

@@ -41,9 +41,13 @@ def test_local_run_trains_evaluates_and_deploys_with_readable_progress(local_run
     cwd, proc = local_run
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    for step in ("load-data", "train", "evaluate", "deploy"):
+    steps = ("load-data", "expand-search", "score-candidate", "select-candidate", "train", "evaluate")
+    for step in (*steps, "champion-vs-challenger", "deploy"):
         assert f"  > {step} ..." in out and f"  < {step} ok in " in out
+    assert "Task: classification (inferred: label 'target' has 3 distinct values" in out
+    assert "the only candidate: not cross-validated" in out, "an empty search space costs no cross-validation"
     assert "Deploy gate: accuracy" in out and ": deploy" in out
+    assert "Champion vs challenger: no champion to compare with" in out
     assert "executor_input" not in out and "executorInput" not in out, "executor JSON stays in the log file"
     assert "Traceback" not in out + proc.stderr
     log = next((cwd / "out" / "logs").glob("run-*.log"))
@@ -73,19 +77,20 @@ def test_a_model_below_the_gate_is_not_deployed_and_not_served(tmp_path):
     proc = run_pipeline(tmp_path, "--min-accuracy", "0.999", "--serve")
     assert proc.returncode == 1
     assert "threshold 0.9990: do not deploy" in proc.stdout
-    assert "Nothing to serve" in proc.stderr
+    assert "Champion vs challenger: not compared with the live model: the absolute gate refused it" in proc.stdout
+    assert "Nothing to serve: the model was not deployed (not compared" in proc.stderr
+    assert "  > deploy ..." not in proc.stdout
     assert not (tmp_path / "out" / LOCAL_STORE_DIRNAME / DEFAULT_MODEL_NAME / DEPLOYMENT_FILENAME).exists()
 
 
 def test_bad_data_fails_the_run_with_the_reason_not_a_traceback(tmp_path):
-    data = pd.DataFrame({"a": np.arange(10.0), "b": ["x"] * 10, DEFAULT_LABEL_COLUMN: [0, 1] * 5})
+    # An ID column: distinct strings on every row teach a model nothing, and the data step says how to drop it.
+    data = pd.DataFrame({"a": np.arange(30) / 7, "id": [f"u{n}" for n in range(30)], DEFAULT_LABEL_COLUMN: [0, 1] * 15})
     data.to_csv(tmp_path / "bad.csv", index=False)
     proc = run_pipeline(tmp_path, "--dataset", "bad.csv")
     assert proc.returncode == 1
-    assert (
-        "Run failed: DataValidationError: feature columns must be numeric; encode these first: b (object)"
-        in proc.stderr
-    )
+    assert "Run failed: DataValidationError: feature column 'id' looks like an ID" in proc.stderr
+    assert 'drop it with feature_types {"id": "drop"}' in proc.stderr
     assert "full log:" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
 
@@ -117,7 +122,14 @@ def test_serve_refuses_a_tampered_deployment_in_one_line(tmp_path, model_dir):
     [
         (["--hyperparameters", '{"depth": 3}'], "logistic_regression does not take hyperparameter(s) depth"),
         (["--hyperparameters", "[1]"], "--hyperparameters: must be a JSON object"),
-        (["--model-family", "svm"], "pipeline.py run: unknown model_family 'svm'; choose one of: logistic_regression"),
+        (
+            ["--model-family", "sklearn.svm.SVX"],
+            "model_family 'sklearn.svm.SVX' is not a scikit-learn classifier or regressor; did you mean "
+            "sklearn.svm.SVR?",
+        ),
+        (["--task", "ranking"], "pipeline.py run: task must be one of classification, regression or empty"),
+        (["--search-space", '{"model_family": "svm"}'], "--search-space: must be a JSON list"),
+        (["--gate-metric", "rmse", "--task", "classification"], "gate_metric 'rmse' is a regression metric"),
     ],
 )
 def test_bad_run_options_fail_before_any_step_runs(tmp_path, flags, message):

@@ -183,11 +183,16 @@ DEEP = "[" * 100_000 + "]" * 100_000
         ({"feature_names": "abcd"}, "field 'feature_names' input should be a valid array"),
         ({"feature_names": [1, 2, 3, 4]}, r"field 'feature_names\.0' input should be a valid string"),
         ({"feature_names": ["a", "a", "b", "c"]}, "names must be unique; repeated: 'a'"),
-        ({"class_names": ["only"]}, "field 'class_names' list should have at least 2 items"),
+        ({"class_names": ["only"]}, "field 'class_names' needs at least 2 classes for classification, got 1"),
+        ({"task": "regression"}, "field 'class_names' must be empty for a regression model"),
+        ({"task": "ranking"}, "field 'task' input should be 'classification' or 'regression'"),
+        ({"features": [{"name": "x", "kind": "numeric"}]}, "field 'features' names \\['x'\\] but 'feature_names' is"),
+        ({"features": [{"name": "x", "kind": "text"}]}, r"field 'features\.0\.kind' input should be 'numeric' or"),
+        ({"serving_path": "triton"}, "field 'serving_path' input should be 'onnx', 'joblib' or ''"),
         ({"versions": {"python": "3.11"}}, "records no scikit-learn version"),
         ({"versions": {"scikit-learn": 1.5}}, r"field 'versions\.scikit-learn' input should be a valid string"),
         ({"metrics": {"accuracy": "high"}}, r"field 'metrics\.accuracy' input should be a valid number"),
-        ({"schema_version": 2}, "schema_version' is 2; this code reads schema version 1"),
+        ({"schema_version": 3}, "schema_version' is 3; this code reads schema versions 1 and 2"),
         ({"model_family": None}, "field 'model_family' input should be a valid string"),
     ],
 )
@@ -280,3 +285,68 @@ def test_a_file_swapped_after_it_was_read_is_never_the_one_loaded(model_dir, tmp
     assert child.stdout.split() == ["1", "Pipeline", "True"]  # read once, the verified bytes loaded, swap happened
     assert not marker.exists()
     assert (model_dir / MODEL_FILENAME).read_bytes() == evil.read_bytes()
+
+
+def test_a_version_1_card_still_loads_with_its_typed_fields_derived(model_dir):
+    # Given a card exactly as session-3 training wrote it: no task, features, estimator or serving_path.
+    card_path = model_dir / MODEL_CARD_FILENAME
+    recorded = json.loads(card_path.read_text())
+    for key in ("task", "features", "estimator", "serving_path"):
+        del recorded[key]
+    recorded["schema_version"] = 1
+    card_path.write_text(json.dumps(recorded))
+    # When it is loaded, then it reads as all-numeric, non-nullable classification served by joblib.
+    estimator, card = load_estimator(model_dir, expected_digest=directory_digest(model_dir))
+    assert card.schema_version == 1
+    assert card.task == "classification"
+    assert [(f.name, f.kind, f.nullable, f.categories) for f in card.features] == [
+        (name, "numeric", False, []) for name in recorded["feature_names"]
+    ]
+    assert card.estimator == "sklearn.linear_model.LogisticRegression"
+    assert card.serving_path == "joblib"
+    assert card.feature_schema.all_numeric and card.feature_schema.class_names == ["0", "1", "2"]
+    assert estimator.predict([[5.1, 3.5, 1.4, 0.2]]).tolist() == [0]
+
+
+def test_a_version_1_forest_card_with_onnx_derives_the_onnx_serving_path(make_model_dir):
+    directory, _ = make_model_dir(family="random_forest", name="rf")
+    (directory / ONNX_FILENAME).write_bytes(b"onnx bytes")
+    card_path = directory / MODEL_CARD_FILENAME
+    recorded = json.loads(card_path.read_text())
+    recorded["files"][ONNX_FILENAME] = hashlib.sha256(b"onnx bytes").hexdigest()
+    for key in ("task", "features", "estimator", "serving_path"):
+        del recorded[key]
+    recorded["schema_version"] = 1
+    card_path.write_text(json.dumps(recorded))
+    card = verify_model_dir(directory)
+    assert (card.estimator, card.serving_path) == ("sklearn.ensemble.RandomForestClassifier", "onnx")
+
+
+def test_a_typed_regression_card_round_trips(tmp_path):
+    import numpy as np
+    from sklearn.linear_model import Ridge
+
+    from components.features import Feature
+    from components.model_artifact import ModelCard, save_model
+
+    features = [
+        Feature(name="size", kind="numeric", nullable=True),
+        Feature(name="colour", kind="categorical", categories=["blue", "red"]),
+    ]
+    written = save_model(
+        tmp_path / "m", Ridge().fit(np.array([[0.0], [1.0]]), [0.0, 1.0]), feature_names=["size", "colour"],
+        class_names=[], model_family="ridge", hyperparameters={"alpha": 1.0}, training_data_fingerprint="f",
+        label_column="price", task="regression", features=features, estimator_path="sklearn.linear_model.Ridge",
+    )  # fmt: skip
+    loaded = read_model_card(tmp_path / "m")
+    assert loaded == written
+    assert loaded.schema_version == 2 and loaded.task == "regression" and loaded.class_names == []
+    assert loaded.features == features and loaded.serving_path == "joblib"
+    assert loaded.feature_schema.features == features and not loaded.feature_schema.all_numeric
+    assert ModelCard.from_json(loaded.to_json().encode()) == loaded
+
+
+def test_a_card_claiming_an_onnx_path_it_does_not_have_is_refused(model_dir):
+    _edit_card(model_dir, serving_path="onnx")
+    with pytest.raises(ModelIntegrityError, match=r"field 'serving_path' is onnx but 'files' records no model\.onnx"):
+        verify_model_dir(model_dir)

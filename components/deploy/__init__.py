@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from components.constants import (
+    ACTION_FAILED,
     DEFAULT_HOST,
     DEFAULT_HTTP_PORT,
     DEFAULT_MAX_REPLICAS,
@@ -62,6 +64,7 @@ def deploy_model(
     memory_request: str = "",
     cpu_limit: str = "",
     memory_limit: str = "",
+    poll_interval_seconds: float = 5.0,
 ) -> DeployOutcome:
     """Deploy the verified model directory to `target`.
 
@@ -91,6 +94,7 @@ def deploy_model(
         memory_request: Memory request, e.g. `256Mi`; empty keeps the runtime's.
         cpu_limit: CPU limit; empty keeps the runtime's.
         memory_limit: Memory limit; empty keeps the runtime's.
+        poll_interval_seconds: Pause between status reads while waiting (kubernetes target).
     """
     import sklearn
 
@@ -133,7 +137,8 @@ def deploy_model(
         endpoint = f"http://{DEFAULT_HOST}:{DEFAULT_HTTP_PORT}/v1/models/{model_name}:predict"
         return DeployOutcome(endpoint=endpoint, status=f"published {deployment.model_dir}", manifest=manifest)
 
-    from components.deploy.cluster import deploy_inference_service
+    from components.deploy.cluster import DeployError, deploy_inference_service, kube_api_client
+    from components.deploy.cluster_versions import record_deploy
 
     manifest = build_inference_service(
         name=model_name,
@@ -153,11 +158,44 @@ def deploy_model(
         # The server refuses a model directory whose digest differs (checked before anything is unpickled).
         env=pin,
     )
-    result = deploy_inference_service(
-        manifest,
-        card=card,
-        timeout_seconds=timeout_seconds,
-        runtime_sklearn_version=sklearn.__version__,
-        smoke_instances=[[0.0] * len(card.feature_names)],
-    )
+    api_client = kube_api_client()
+    smoke = smoke_instances(card)
+    try:
+        result = deploy_inference_service(
+            manifest,
+            card=card,
+            timeout_seconds=timeout_seconds,
+            runtime_sklearn_version=sklearn.__version__,
+            smoke_instances=smoke,
+            api_client=api_client,
+            poll_interval_seconds=poll_interval_seconds,
+        )
+    except DeployError as exc:
+        if exc.rolled_back:  # it was written, failed and undone: `models list` shows it as failed
+            with contextlib.suppress(DeployError):  # the deploy's own error is the one to report
+                record_deploy(api_client, manifest, metrics=metrics, smoke_instances=smoke, action=ACTION_FAILED)
+        raise
+    # Only a version that served its smoke test is recorded: promote and rollback may return to it.
+    try:
+        record_deploy(api_client, manifest, metrics=metrics, smoke_instances=smoke)
+    except DeployError as exc:
+        raise type(exc)(
+            f"{namespace}/{model_name} now serves version {version_id(digest)} ({result.action}), but its version "
+            f"record was not written: {exc}"
+        ) from exc
     return DeployOutcome(endpoint=result.url, status=result.action, manifest=manifest)
+
+
+def smoke_instances(card: Any) -> list[list[Any]]:
+    """One row the model must answer: 0.0 for a numeric feature, the first known category for a categorical one.
+
+    Cards of schema 1 list names only (every feature numeric); newer cards describe each feature (`features`).
+    """
+    features = getattr(card, "features", None) or []
+    if not features:
+        return [[0.0] * len(card.feature_names)]
+    row: list[Any] = []
+    for feature in features:
+        categories = list(getattr(feature, "categories", None) or [])
+        row.append((categories[0] if categories else "") if getattr(feature, "kind", "") == "categorical" else 0.0)
+    return [row]

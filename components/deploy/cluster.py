@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from components.constants import (
     CANARY_ANNOTATION,
@@ -42,7 +42,25 @@ from components.deploy.inference_service import (
     rollout_id,
     with_standard_canary,
 )
-from components.model_artifact import ModelCard
+
+
+class ServedModel(Protocol):
+    """What deploy checks of the model it puts live.
+
+    A `ModelCard` (deploy), or a recorded version (promote, rollback: `cluster_versions.ClusterVersion`) whose
+    directory stays in the object store.
+    """
+
+    @property
+    def model_sha256(self) -> str:
+        """sha256 of `model.joblib`, as the lineage annotation records it."""
+        ...
+
+    @property
+    def sklearn_version(self) -> str:
+        """The scikit-learn version the model was pickled with."""
+        ...
+
 
 ACTION_CREATED = "created"
 ACTION_PATCHED = "patched"
@@ -53,6 +71,7 @@ _FORBIDDEN_USER = re.compile(r'User "([^"]+)"')
 _ISVC_RESOURCE = f"{INFERENCE_SERVICE_PLURAL}.{KSERVE_GROUP}"
 _DEPLOYMENT_RESOURCE = "deployments.apps"
 _POD_RESOURCE = "pods"
+_CONFIG_MAP_RESOURCE = "configmaps"
 _FAILED_TRANSITIONS = frozenset({"BlockedByFailedLoad", "InvalidSpec"})
 """modelStatus.transitionStatus values that mean the target model will not load (inference_service_status.go)."""
 _FATAL_WAITING_REASONS = frozenset(
@@ -117,7 +136,7 @@ class DeployResult:
     """The rollout id (annotation `LINEAGE_ROLLOUT_ID`) that the new pods carry."""
 
 
-def check_runtime_compatible(card: ModelCard, runtime_sklearn_version: str) -> None:
+def check_runtime_compatible(card: ServedModel, runtime_sklearn_version: str) -> None:
     """Refuse a model whose pickle was written by another scikit-learn than the runtime image has.
 
     Raises:
@@ -171,12 +190,14 @@ class _KubeApi:
     """Every call the deploy step makes; each is a verb the Role in manifests/base/rbac.yaml grants.
 
     InferenceServices: get, create, patch, delete (rollback of a first deploy). Deployments (apps): get, to follow
-    the rollout KServe starts. Pods: list, to see why the new pods do not start. Nothing else.
+    the rollout KServe starts. Pods: list, to see why the new pods do not start. ConfigMaps: get, create, update,
+    for the model's version record (`cluster_versions`). Nothing else.
     """
 
     def __init__(self, api_client: Any, namespace: str, name: str) -> None:
         from kubernetes import client
 
+        self.api_client = api_client
         self._api = client.CustomObjectsApi(api_client)
         self._apps = client.AppsV1Api(api_client)
         self._core = client.CoreV1Api(api_client)
@@ -231,6 +252,45 @@ class _KubeApi:
 
     def delete(self) -> None:
         self._isvc("delete", self._api.delete_namespaced_custom_object, self.name)
+
+    def config_map(self, name: str) -> dict[str, Any] | None:
+        """The ConfigMap `name` (camelCase JSON), or None when it does not exist."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            response = self._call(
+                "get", _CONFIG_MAP_RESOURCE, self._core.read_namespaced_config_map, name, self.namespace,
+                _preload_content=False,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status == 404 and "namespaces" not in _api_message(exc):
+                return None
+            raise DeployError(_config_map_error("read", self.namespace, name, exc)) from exc
+        return dict(json.loads(response.data))
+
+    def write_config_map(self, body: dict[str, Any], *, create: bool) -> None:
+        """Create the ConfigMap, or replace it (PUT: the body's `resourceVersion` makes a stale write a 409).
+
+        Raises:
+            ApiException: 409 (someone wrote it meanwhile) for the caller to retry.
+            DeployError: Any other failure.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        name = body["metadata"]["name"]
+        try:
+            if create:
+                self._call(
+                    "create", _CONFIG_MAP_RESOURCE, self._core.create_namespaced_config_map, self.namespace, body
+                )
+            else:
+                self._call(
+                    "update", _CONFIG_MAP_RESOURCE, self._core.replace_namespaced_config_map, name, self.namespace, body
+                )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise
+            raise DeployError(_config_map_error("create" if create else "update", self.namespace, name, exc)) from exc
 
     def deployment(self, name: str) -> dict[str, Any] | None:
         """The Deployment `name` as the API server stores it (camelCase JSON), or None while it does not exist."""
@@ -309,6 +369,10 @@ def _api_error(action: str, namespace: str, name: str, exc: Any) -> str:
     elif exc.status == 422:
         hint = "; the InferenceService does not match KServe's schema"
     return f"could not {action} InferenceService {namespace}/{name}: HTTP {exc.status}: {message}{hint}"
+
+
+def _config_map_error(action: str, namespace: str, name: str, exc: Any) -> str:
+    return f"could not {action} ConfigMap {namespace}/{name}: HTTP {exc.status}: {_api_message(exc) or exc.reason}"
 
 
 def _forbidden_message(exc: Any, verb: str, resource: str, namespace: str) -> str:
@@ -685,7 +749,7 @@ def _metadata_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> d
     return patch
 
 
-def _validate_manifest(manifest: Mapping[str, Any], card: ModelCard) -> tuple[str, str]:
+def _validate_manifest(manifest: Mapping[str, Any], card: ServedModel) -> tuple[str, str]:
     if manifest.get("apiVersion") != KSERVE_API_VERSION or manifest.get("kind") != INFERENCE_SERVICE_KIND:
         raise DeployError(
             f"manifest must be a {KSERVE_API_VERSION} {INFERENCE_SERVICE_KIND} (build it with build_inference_service)"
@@ -734,7 +798,7 @@ def _desired_object(
 def deploy_inference_service(
     manifest: Mapping[str, Any],
     *,
-    card: ModelCard,
+    card: ServedModel,
     timeout_seconds: float,
     runtime_sklearn_version: str,
     smoke_instances: list[list[float]] | None,
@@ -753,7 +817,8 @@ def deploy_inference_service(
 
     Args:
         manifest: From `inference_service.build_inference_service`.
-        card: The model's card; its scikit-learn version must equal `runtime_sklearn_version`.
+        card: The model's card (or a recorded version); its scikit-learn version must equal
+            `runtime_sklearn_version` and its model sha256 the manifest's lineage annotation.
         timeout_seconds: Upper bound on waiting for the rollout.
         runtime_sklearn_version: scikit-learn in the serving image (the project pins one version for both).
         smoke_instances: Rows for a V1 predict once the new pods serve (None or empty: skip the smoke test).

@@ -441,3 +441,50 @@ def with_standard_canary(
     result["spec"]["predictor"] = copy.deepcopy(dict(stable_predictor))
     result["spec"]["canary"] = [{"predictor": new_predictor, "trafficPercent": traffic_percent}]
     return result
+
+
+def with_model_version(
+    live: Mapping[str, Any], *, storage_uri: str, env: Mapping[str, str], lineage: Mapping[str, str]
+) -> dict[str, Any]:
+    """The manifest that serves another model version in place of the live InferenceService's (promote, rollback).
+
+    Only the model changes: `storageUri`, the digest pin in the container env and the lineage annotations are the
+    recorded version's; everything else (runtime, scaling, resources, logger, service account, other tools'
+    annotations and labels) stays as it is live. A canary, if any, is dropped: the chosen version takes all the
+    traffic.
+
+    Args:
+        live: The InferenceService as the API server returned it.
+        storage_uri: The recorded version's immutable model directory (e.g. its run's `s3://` artifact).
+        env: Container env to set, by name (the digest pin `MODEL_DIGEST`/`MODEL_VERSION`); other env entries stay.
+        lineage: The recorded version's lineage annotations; the live ones are replaced.
+
+    Returns:
+        A manifest for `cluster.deploy_inference_service` (no status, no server-set metadata).
+    """
+    scheme = storage_uri.partition("://")[0]
+    if scheme not in STORAGE_URI_SCHEMES or "://" not in storage_uri:
+        raise InferenceServiceSpecError(f"recorded storageUri {storage_uri!r} is not a URI KServe can fetch")
+    metadata = live.get("metadata") or {}
+    spec = copy.deepcopy(dict(live.get("spec") or {}))
+    spec.pop("canary", None)
+    model = spec["predictor"]["model"]
+    model["storageUri"] = storage_uri
+    entries = [e for e in model.get("env") or [] if e.get("name") not in env]
+    model["env"] = entries + [{"name": key, "value": str(value)} for key, value in env.items()]
+    annotations = {
+        k: v for k, v in (metadata.get("annotations") or {}).items() if not k.startswith(LINEAGE_ANNOTATION_PREFIX)
+    }
+    # The rollout id is deploy's own: it recomputes it for the spec it writes.
+    annotations.update({k: str(v) for k, v in lineage.items() if is_lineage_annotation(k) and k != LINEAGE_ROLLOUT_ID})
+    return {
+        "apiVersion": KSERVE_API_VERSION,
+        "kind": INFERENCE_SERVICE_KIND,
+        "metadata": {
+            "name": metadata["name"],
+            "namespace": metadata["namespace"],
+            "labels": dict(metadata.get("labels") or {}),
+            "annotations": annotations,
+        },
+        "spec": spec,
+    }

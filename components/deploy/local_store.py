@@ -4,7 +4,7 @@ Layout, under the store root:
 
     <model_name>/<version>/              a read-only copy of the model directory; <version> = version_id(digest)
     <model_name>/deployment.json         which version is live, its digest and lineage (replaced atomically)
-    <model_name>/history.jsonl           every deployment, oldest first (nothing is lost on re-deploy)
+    <model_name>/history.jsonl           every deployment, promotion and rollback, oldest first (nothing is lost)
     <model_name>/.lock                   serializes publishes of one model (flock), across threads and processes
 
 The version is named after the directory digest (every file, `model.json` included), so a retrain whose card
@@ -28,12 +28,14 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from components.atomic import append_line, atomic_write_text, fsync_directory
+from components.constants import ACTION_DEPLOY, ACTION_PROMOTE, ACTION_ROLLBACK
+from components.deploy.versions import VersionSummary, resolve_version, rollback_target, summarize
 from components.model_artifact import (
     ModelFiles,
     ModelIntegrityError,
@@ -75,6 +77,13 @@ class LocalDeployment:
     run_name: str
     metrics: dict[str, float]
     source_uri: str
+    training_data_fingerprint: str = ""
+    """The card's fingerprint of the training data (empty in records written before it was recorded)."""
+    action: str = ACTION_DEPLOY
+    """What made this version live: `deploy` (a pipeline run), `promote` or `rollback` (`pipeline.py models`)."""
+
+
+_REQUIRED = [f.name for f in fields(LocalDeployment) if f.default is MISSING]
 
 
 def publish(
@@ -129,14 +138,132 @@ def publish(
                 run_name=run_name,
                 metrics={k: float(v) for k, v in (metrics or {}).items()},
                 source_uri=str(model_dir),
+                training_data_fingerprint=files.card.training_data_fingerprint,
             )
-            record = json.dumps(asdict(deployment), sort_keys=True)
-            _repair_history(model_root)
-            atomic_write_text(model_root / DEPLOYMENT_FILENAME, record + "\n")
-            append_line(model_root / HISTORY_FILENAME, record)
+            _go_live(model_root, deployment)
     except OSError as exc:
         raise LocalStoreError(_os_error(exc, store_root)) from None
     return deployment
+
+
+def _go_live(model_root: Path, deployment: LocalDeployment) -> None:
+    """Point at `deployment` and record it: the pointer first (atomic), then the history line (under the lock)."""
+    record = json.dumps(asdict(deployment), sort_keys=True)
+    _repair_history(model_root)
+    atomic_write_text(model_root / DEPLOYMENT_FILENAME, record + "\n")
+    append_line(model_root / HISTORY_FILENAME, record)
+
+
+Chooser = Callable[[Sequence[LocalDeployment], LocalDeployment], str]
+"""Given the history (oldest first) and the live deployment, the version to make live (raises to refuse)."""
+
+
+def switch(store_root: Path, model_name: str, choose: Chooser, *, action: str) -> tuple[LocalDeployment, bool]:
+    """Make an earlier version live again (promote, rollback): the pointer flips atomically and the flip is recorded.
+
+    `choose` runs under the model's lock on the history as it is then, so two switches (or a switch and a publish)
+    never decide on a stale history. The chosen version's directory is verified against its digest before the
+    pointer moves: a damaged copy is refused, never served.
+
+    Args:
+        store_root: Root of the store.
+        model_name: The model.
+        choose: Picks the version (see `Chooser`); its exceptions pass through unchanged.
+        action: Recorded as the new pointer's `action` (`promote` or `rollback`).
+
+    Returns:
+        The live deployment afterwards, and whether it changed (False: the chosen version was already live).
+
+    Raises:
+        NothingDeployedError: Nothing deployed under that name.
+        ModelIntegrityError: The chosen version's directory does not match its recorded digest.
+        LocalStoreError: The store cannot be read or written.
+    """
+    live = current(store_root, model_name)
+    model_root = store_root / model_name
+    try:
+        with _locked(model_root):
+            _repair_history(model_root)
+            live = current(store_root, model_name)
+            records = history(store_root, model_name)
+            version = choose(records, live)
+            if version == live.version:
+                return live, False
+            source = next(r for r in reversed(records) if r.version == version)
+            target = model_root / version
+            # The same check the server makes at start: every file against the digest recorded at publish time.
+            load_model_files(target, expected_digest=source.digest)
+            deployment = replace(
+                source,
+                model_dir=str(target.resolve()),
+                deployed_at=datetime.now(UTC).isoformat(timespec="seconds"),
+                action=action,
+            )
+            _go_live(model_root, deployment)
+    except OSError as exc:
+        raise LocalStoreError(_os_error(exc, store_root)) from None
+    return deployment, True
+
+
+def versions(store_root: Path, model_name: str) -> list[VersionSummary[LocalDeployment]]:
+    """Every version of `model_name` the store recorded, newest first, the live one marked (`versions.summarize`).
+
+    Raises:
+        NothingDeployedError: Nothing deployed under that name.
+    """
+    live = current(store_root, model_name)
+    return summarize(history(store_root, model_name), live.version)
+
+
+def promote(store_root: Path, model_name: str, version: str) -> tuple[LocalDeployment, bool]:
+    """Make the recorded `version` (an id or an unambiguous prefix) live; see `switch`.
+
+    Raises:
+        UnknownVersionError: No recorded version matches.
+    """
+    return switch(
+        store_root,
+        model_name,
+        lambda records, _live: resolve_version(records, version, model_name=model_name),
+        action=ACTION_PROMOTE,
+    )
+
+
+def rollback(store_root: Path, model_name: str) -> tuple[LocalDeployment, bool]:
+    """Make the newest earlier version that was not rolled back live again; see `switch`.
+
+    Raises:
+        NothingToRollBackError: No such version.
+    """
+    return switch(
+        store_root,
+        model_name,
+        lambda records, live: rollback_target(records, live.version, model_name=model_name),
+        action=ACTION_ROLLBACK,
+    )
+
+
+def history(store_root: Path, model_name: str) -> list[LocalDeployment]:
+    """Every deployment, promotion and rollback of `model_name`, oldest first (a torn last line is skipped)."""
+    check_model_name(model_name)
+    path = store_root / model_name / HISTORY_FILENAME
+    try:
+        text = path.read_text() if path.is_file() else ""
+    except OSError as exc:
+        raise LocalStoreError(_os_error(exc, store_root)) from None
+    records = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(_parse_record(json.loads(line), f"{path}:{number}"))
+        except (json.JSONDecodeError, RecursionError):
+            if number == len(text.splitlines()) and not text.endswith("\n"):
+                continue  # a line torn by a crash; the next publish truncates it
+            raise LocalStoreError(
+                f"{path}:{number} is not valid JSON; move the file away to start a new history"
+            ) from None
+    return records
 
 
 def current(store_root: Path, model_name: str) -> LocalDeployment:
@@ -175,18 +302,22 @@ def _parse_pointer(pointer: Path, text: str) -> LocalDeployment:
         raw = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
         raise LocalStoreError(f"{pointer} is not valid JSON; publish the model again") from None
-    names = [f.name for f in fields(LocalDeployment)]
-    if not isinstance(raw, dict) or any(name not in raw for name in names):
-        missing = [name for name in names if not isinstance(raw, dict) or name not in raw]
+    return _parse_record(raw, str(pointer))
+
+
+def _parse_record(raw: object, where: str) -> LocalDeployment:
+    """A pointer or history record; fields added later (fingerprint, action) take their defaults when absent."""
+    if not isinstance(raw, dict) or any(name not in raw for name in _REQUIRED):
+        missing = [name for name in _REQUIRED if not isinstance(raw, dict) or name not in raw]
         raise LocalStoreError(
-            f"{pointer} has no {', '.join(missing[:3])} (written by an older version of this project?); "
+            f"{where} has no {', '.join(missing[:3])} (written by an older version of this project?); "
             "publish the model again"
         )
     try:
         check_digest(raw["digest"])
     except ModelIntegrityError as exc:
-        raise LocalStoreError(f"{pointer}: {exc}") from None
-    return LocalDeployment(**{name: raw[name] for name in names})
+        raise LocalStoreError(f"{where}: {exc}") from None
+    return LocalDeployment(**{f.name: raw[f.name] for f in fields(LocalDeployment) if f.name in raw})
 
 
 @contextlib.contextmanager

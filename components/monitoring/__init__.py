@@ -6,7 +6,8 @@ A leaf: it imports the core, the core (train, serve, deploy) never imports it. W
 
 Modules, each one concept:
 
-- `payload_reader`: `read_payload_window` (one model's rows in a time window) and `open_filesystem` / `s3_filesystem`.
+- `payload_reader`: `read_payload_window` (one model's rows in a time window); re-exports `open_filesystem` /
+  `s3_filesystem` from the core's `components.object_store`.
 - `sink`: decodes KServe logger CloudEvents (the `cloudevents` SDK) into the payload log's records.
 - `kserve_blob`: the alternative, KServe's built-in blob logger (`kserve_blob_logger_spec`, a window reader).
 - `drift`: `detect_drift` (PSI, two-sample KS and a Brown-Forsythe spread test, Holm-corrected) and `DriftReport`.

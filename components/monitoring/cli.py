@@ -24,9 +24,11 @@ from components.constants import (
     DEFAULT_KS_ALPHA,
     DEFAULT_LOCAL_ROOT,
     DEFAULT_MIN_RECORDS,
+    DEFAULT_MISSING_RATE_THRESHOLD,
     DEFAULT_MODEL_NAME,
     DEFAULT_PSI_THRESHOLD,
     DEFAULT_STD_RATIO_THRESHOLD,
+    DEFAULT_UNSEEN_THRESHOLD,
     DRIFT_STATUS_DRIFT,
     LOG_FORMAT_PAYLOAD,
     LOG_FORMATS,
@@ -58,6 +60,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     rule.add_argument("--ks-alpha", type=float, default=DEFAULT_KS_ALPHA, help="family-wise level (Holm)")
     rule.add_argument("--std-ratio-threshold", type=float, default=DEFAULT_STD_RATIO_THRESHOLD)
     rule.add_argument("--min-records", type=int, default=DEFAULT_MIN_RECORDS)
+    rule.add_argument(
+        "--missing-rate-threshold", type=float, default=DEFAULT_MISSING_RATE_THRESHOLD,
+        help="change of a feature's missing share that counts",
+    )  # fmt: skip
+    rule.add_argument(
+        "--unseen-threshold", type=float, default=DEFAULT_UNSEEN_THRESHOLD,
+        help="share of a categorical feature's values in unseen categories that counts",
+    )  # fmt: skip
     action = parser.add_argument_group("on drift")
     action.add_argument("--on-drift", choices=ON_DRIFT_ACTIONS, default=ON_DRIFT_REPORT)
     action.add_argument("--retrain-dataset", default="", help="new labelled data to retrain on (path, URL or name)")
@@ -125,6 +135,8 @@ def check_config(args: argparse.Namespace) -> dict[str, Any]:
             ks_alpha=args.ks_alpha,
             min_records=args.min_records,
             std_ratio_threshold=args.std_ratio_threshold,
+            missing_rate_threshold=args.missing_rate_threshold,
+            unseen_threshold=args.unseen_threshold,
         )
         if args.schedule:
             check_cron(args.schedule)
@@ -167,6 +179,8 @@ def _schedule(args: argparse.Namespace) -> int:
         "psi_threshold": args.psi_threshold,
         "ks_alpha": args.ks_alpha,
         "std_ratio_threshold": args.std_ratio_threshold,
+        "missing_rate_threshold": args.missing_rate_threshold,
+        "unseen_threshold": args.unseen_threshold,
         "min_records": args.min_records,
         "on_drift": args.on_drift,
         "s3_endpoint": args.s3_endpoint,
@@ -222,6 +236,8 @@ def _run_monitoring(args: argparse.Namespace) -> tuple[dict[str, Any] | None, st
             psi_threshold=args.psi_threshold,
             ks_alpha=args.ks_alpha,
             std_ratio_threshold=args.std_ratio_threshold,
+            missing_rate_threshold=args.missing_rate_threshold,
+            unseen_threshold=args.unseen_threshold,
             min_records=args.min_records,
             on_drift=on_drift,
             log_format=args.log_format,

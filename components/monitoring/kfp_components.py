@@ -36,13 +36,17 @@ def check_drift(
     training_pipeline_id: str = "",
     training_pipeline_package: str = "",
     training_arguments: str = "{}",
+    missing_rate_threshold: float = 0.05,  # constants.DEFAULT_MISSING_RATE_THRESHOLD
+    unseen_threshold: float = 0.05,  # constants.DEFAULT_UNSEEN_THRESHOLD
 ) -> str:
-    """Compare a window of logged inputs with the model's reference profile.
+    """Compare a window of logged inputs (and a regression model's predictions) with the model's reference profile.
 
     Args:
         report_html: Per-feature plots and the decision (shown in the KFP UI).
-        metrics: Record count, drifted features, max PSI, min KS and spread p-values, std ratio per feature,
-            drift flag.
+        metrics: Record count, drifted features, max PSI, min KS, spread and chi-square p-values, max unseen
+            share and missing-rate change, per feature its PSI, std ratio (numeric), unseen share (categorical) and
+            window missing rate (where anything is missing); for a regression model the predictions' PSI, KS p and
+            drift flag; the drift flag.
         drift_report: The `DriftReport` as JSON (`drift_report.json` inside the artifact directory).
         log_dir: Payload log root (local path or `s3://bucket/prefix`).
         model_dir: Model directory holding `reference_profile.json` (path, `s3://` or `minio://` URI).
@@ -50,7 +54,7 @@ def check_drift(
         window_hours: Length of the window ending at `window_end`.
         window_end: ISO time (UTC if naive); empty for now.
         psi_threshold: Smallest PSI that counts.
-        ks_alpha: Family-wise false-alarm level over every feature's KS and spread tests (Holm).
+        ks_alpha: Family-wise false-alarm level over every test of every feature and the predictions (Holm).
         min_records: Fewer rows give `not_enough_data`.
         on_drift: `retrain`, `fail` or `report` (checked here so a typo fails on the first run, drift or not).
         s3_endpoint: S3-compatible endpoint for `s3://` locations (e.g. `http://seaweedfs.kubeflow:9000`).
@@ -61,6 +65,8 @@ def check_drift(
         training_pipeline_id: As for request-retraining; checked here.
         training_pipeline_package: As for request-retraining; checked here.
         training_arguments: As for request-retraining; checked here.
+        missing_rate_threshold: Change of a feature's missing rate (a share) a significant test must reach.
+        unseen_threshold: Share of a categorical feature's values in unseen categories that counts as drift.
 
     Returns:
         The action to take: `none` unless the status is `drift`, else `on_drift`. (One plain output on purpose:
@@ -76,11 +82,20 @@ def check_drift(
         LOG_FORMATS,
         METRIC_DRIFT_DETECTED,
         METRIC_DRIFT_FEATURES_DRIFTED,
+        METRIC_DRIFT_MAX_MISSING_RATE_CHANGE,
         METRIC_DRIFT_MAX_PSI,
+        METRIC_DRIFT_MAX_UNSEEN_SHARE,
+        METRIC_DRIFT_MIN_CHI2_PVALUE,
         METRIC_DRIFT_MIN_KS_PVALUE,
         METRIC_DRIFT_MIN_SPREAD_PVALUE,
+        METRIC_DRIFT_MISSING_RATE_PREFIX,
+        METRIC_DRIFT_PREDICTION_DRIFTED,
+        METRIC_DRIFT_PREDICTION_KS_PVALUE,
+        METRIC_DRIFT_PREDICTION_PSI,
+        METRIC_DRIFT_PSI_PREFIX,
         METRIC_DRIFT_RECORDS,
         METRIC_DRIFT_STD_RATIO_PREFIX,
+        METRIC_DRIFT_UNSEEN_SHARE_PREFIX,
     )
     from components.monitoring.drift import check_thresholds, detect_drift
     from components.monitoring.kserve_blob import read_kserve_blob_window
@@ -94,8 +109,10 @@ def check_drift(
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log_format must be one of {list(LOG_FORMATS)}, got {log_format!r}")
     check_thresholds(
-        psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_records=min_records, std_ratio_threshold=std_ratio_threshold
-    )
+        psi_threshold=psi_threshold, ks_alpha=ks_alpha, min_records=min_records,
+        std_ratio_threshold=std_ratio_threshold, missing_rate_threshold=missing_rate_threshold,
+        unseen_threshold=unseen_threshold,
+    )  # fmt: skip
     check_retrain_config(
         on_drift,
         request_dir=retrain_request_dir,
@@ -109,9 +126,10 @@ def check_drift(
     start, end = window_bounds(datetime.fromisoformat(window_end) if window_end else None, window_hours)
     filesystem, location = open_filesystem(log_dir, s3_endpoint=s3_endpoint)
     if log_format == LOG_FORMAT_KSERVE_JSON:
+        categorical = [name for name in profile.feature_names if profile.features[name].kind == "categorical"]
         window = read_kserve_blob_window(
             location, feature_names=profile.feature_names, model_name=model_name, start=start, end=end,
-            filesystem=filesystem,
+            filesystem=filesystem, categorical=categorical,
         )  # fmt: skip
     else:
         window = read_payload_window(location, model_name=model_name, start=start, end=end, filesystem=filesystem)
@@ -122,6 +140,8 @@ def check_drift(
         ks_alpha=ks_alpha,
         min_records=min_records,
         std_ratio_threshold=std_ratio_threshold,
+        missing_rate_threshold=missing_rate_threshold,
+        unseen_threshold=unseen_threshold,
     )
 
     Path(report_html.path).write_text(render_drift_report_html(report, profile, window), encoding="utf-8")
@@ -134,9 +154,24 @@ def check_drift(
     metrics.log_metric(METRIC_DRIFT_MAX_PSI, round(report.max_psi, 6))
     metrics.log_metric(METRIC_DRIFT_MIN_KS_PVALUE, report.min_ks_pvalue)
     metrics.log_metric(METRIC_DRIFT_MIN_SPREAD_PVALUE, report.min_spread_pvalue)
-    for feature in report.features:  # the std-ratio column, one metric per feature (NaN is not valid JSON)
+    metrics.log_metric(METRIC_DRIFT_MIN_CHI2_PVALUE, report.min_chi2_pvalue)
+    metrics.log_metric(METRIC_DRIFT_MAX_UNSEEN_SHARE, round(report.max_unseen_share, 6))
+    metrics.log_metric(METRIC_DRIFT_MAX_MISSING_RATE_CHANGE, round(report.max_missing_rate_change, 6))
+    for feature in report.features:  # the report's columns, one metric per feature (NaN is not valid JSON)
+        metrics.log_metric(f"{METRIC_DRIFT_PSI_PREFIX}{feature.name}", round(feature.psi, 6))
         if math.isfinite(feature.std_ratio):
             metrics.log_metric(f"{METRIC_DRIFT_STD_RATIO_PREFIX}{feature.name}", round(feature.std_ratio, 6))
+        if feature.kind == "categorical":
+            metrics.log_metric(f"{METRIC_DRIFT_UNSEEN_SHARE_PREFIX}{feature.name}", round(feature.unseen_share, 6))
+        if math.isfinite(feature.missing_rate_window) and (
+            feature.missing_rate_window or feature.missing_rate_reference
+        ):
+            rate = round(feature.missing_rate_window, 6)
+            metrics.log_metric(f"{METRIC_DRIFT_MISSING_RATE_PREFIX}{feature.name}", rate)
+    if report.prediction is not None:
+        metrics.log_metric(METRIC_DRIFT_PREDICTION_PSI, round(report.prediction.psi, 6))
+        metrics.log_metric(METRIC_DRIFT_PREDICTION_KS_PVALUE, report.prediction.ks_pvalue_adjusted)
+        metrics.log_metric(METRIC_DRIFT_PREDICTION_DRIFTED, int(report.prediction_drifted))
     metrics.log_metric(METRIC_DRIFT_DETECTED, int(report.drift_detected))
     print(report.message)  # the step log is what a person reads first
     return decide_on_drift(report.status, on_drift)

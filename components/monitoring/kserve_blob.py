@@ -36,6 +36,7 @@ from components.monitoring.sink import (
     instances_from_request,
     parse_rfc3339,
     predictions_from_response,
+    typed_rows,
 )
 from components.payload_log import (
     METADATA_COLUMNS,
@@ -111,7 +112,11 @@ def _body(record: Mapping[str, Any]) -> Any:
 
 
 def records_from_log_requests(
-    log_requests: Iterable[Mapping[str, Any]], *, feature_names: Sequence[str], mode: str = "all"
+    log_requests: Iterable[Mapping[str, Any]],
+    *,
+    feature_names: Sequence[str],
+    mode: str = "all",
+    categorical: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Pair KServe `LogRequest` records by id and flatten them into payload-log rows.
 
@@ -122,11 +127,11 @@ def records_from_log_requests(
         log_requests: Decoded `LogRequest` objects from the blob logger's JSON files.
         feature_names: Column names for the instance columns, in the model's order.
         mode: `all` (pair with responses) or `request` (inputs only, no predictions).
+        categorical: Which features are categorical (kept as category texts); the rest must be numbers.
 
     Returns:
         A frame with the payload log columns (`source` = `kserve-blob-logger`).
     """
-    import numpy as np
     import pandas as pd
 
     requests: dict[str, Mapping[str, Any]] = {}
@@ -147,7 +152,7 @@ def records_from_log_requests(
             skipped += 1
             continue
         try:
-            rows = np.asarray(instances_from_request(_body(request)), dtype=np.float64)
+            rows = typed_rows(instances_from_request(_body(request), feature_names), feature_names, categorical)
             predictions = predictions_from_response(_body(response)) if response is not None else [None] * len(rows)
             when = parse_rfc3339(str(request.get("occurrenceTime", "")))
         except (CloudEventError, ValueError, TypeError):
@@ -179,6 +184,7 @@ def read_kserve_blob_window(
     start: datetime | None,
     end: datetime | None,
     filesystem: pafs.FileSystem | None = None,
+    categorical: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Read KServe blob-logger JSON objects under `storage_uri` into payload-log rows with `start <= t < end`.
 
@@ -189,6 +195,7 @@ def read_kserve_blob_window(
         start: Inclusive lower bound (naive = UTC); objects last modified before it are not read.
         end: Exclusive upper bound (naive = UTC).
         filesystem: A ready pyarrow filesystem (S3 endpoint and credentials).
+        categorical: Which features are categorical (the reference profile's kinds).
 
     Returns:
         A frame with the payload log columns, oldest first.
@@ -218,7 +225,7 @@ def read_kserve_blob_window(
         for record in content if isinstance(content, list) else [content]:
             if isinstance(record, dict) and (model_name is None or record.get("inferenceService") == model_name):
                 log_requests.append(record)
-    frame = records_from_log_requests(log_requests, feature_names=feature_names)
+    frame = records_from_log_requests(log_requests, feature_names=feature_names, categorical=categorical)
     mask = pd.Series(True, index=frame.index)
     if start is not None:
         mask &= frame[PAYLOAD_COLUMN_TIMESTAMP] >= pd.Timestamp(to_utc(start))

@@ -1,8 +1,8 @@
 """Read payload logs back (the writer and schema are the core's `components.payload_log`).
 
 `read_payload_window` gives one model's rows in a time window (only the day folders the window touches are
-listed, then `pyarrow.dataset` reads them with the time filter), `open_filesystem` turns a pipeline parameter
-(`s3://`, `minio://`, a path) into a pyarrow filesystem, and `s3_filesystem` is the one S3 builder monitoring uses.
+listed, then `pyarrow.dataset` reads them with the time filter). `open_filesystem` and `s3_filesystem` live in the
+core (`components.object_store`, champion reads models with them too) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -12,46 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from components.constants import PAYLOAD_COLUMN_TIMESTAMP, PAYLOAD_LOG_DATE_PREFIX, PAYLOAD_LOG_SUFFIX
+from components.object_store import open_filesystem, s3_filesystem
 from components.payload_log import METADATA_COLUMNS, PayloadLogError, resolve_destination, to_utc
+
+__all__ = ["list_payload_files", "open_filesystem", "read_payload_window", "s3_filesystem", "window_bounds"]
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow.fs as pafs
-
-
-def s3_filesystem(endpoint: str, *, region: str = "", credentials_dir: str = "") -> pafs.S3FileSystem:
-    """An S3-compatible filesystem for `endpoint` (e.g. `http://seaweedfs.kubeflow:9000`; no scheme = http).
-
-    Args:
-        endpoint: The store's URL.
-        region: The S3 region (pyarrow's default when empty).
-        credentials_dir: A folder with files `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (a mounted Secret);
-            without it pyarrow reads the `AWS_*` environment variables.
-    """
-    import pyarrow.fs as pafs
-
-    scheme, _, host = endpoint.partition("://")
-    options: dict[str, str] = {"region": region} if region else {}
-    if credentials_dir:
-        folder = Path(credentials_dir)
-        options["access_key"] = (folder / "AWS_ACCESS_KEY_ID").read_text(encoding="utf-8").strip()
-        options["secret_key"] = (folder / "AWS_SECRET_ACCESS_KEY").read_text(encoding="utf-8").strip()
-    return pafs.S3FileSystem(endpoint_override=host or scheme, scheme=scheme if host else "http", **options)
-
-
-def open_filesystem(uri: str, *, s3_endpoint: str = "") -> tuple[pafs.FileSystem | None, str]:
-    """A filesystem for a log or model location given as a pipeline parameter.
-
-    `minio://bucket/key` (KFP artifact URIs) is read as `s3://bucket/key`. With `s3_endpoint` (e.g.
-    `http://seaweedfs.kubeflow:9000`) an S3-compatible store is used; pyarrow takes the credentials from
-    `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`. Local paths return `(None, uri)`.
-    """
-    text = uri.strip()
-    if text.startswith("minio://"):
-        text = "s3://" + text.removeprefix("minio://")
-    if text.startswith("s3://") and s3_endpoint:
-        return s3_filesystem(s3_endpoint), text.removeprefix("s3://")
-    return None, text
 
 
 def list_payload_files(
@@ -129,16 +97,25 @@ def read_payload_window(
     paths = list_payload_files(log_dir, model_name=model_name, start=start, end=end, filesystem=filesystem)
     if not paths:
         return pd.DataFrame({column: pd.Series(dtype=object) for column in METADATA_COLUMNS})
-    # Files of one model differ in schema only if its features changed: every file is inspected and the schemas
-    # promoted (a dataset otherwise takes the first file's schema and drops the columns that came later).
-    factory = ds.FileSystemDatasetFactory(fs, paths, ds.ParquetFileFormat())
-    logs = factory.finish(factory.inspect(fragments=None))
     in_window = ds.scalar(True)
     moment = pa.timestamp("us", tz="UTC")
     if start is not None:
         in_window &= ds.field(PAYLOAD_COLUMN_TIMESTAMP) >= pa.scalar(to_utc(start), moment)
     if end is not None:
         in_window &= ds.field(PAYLOAD_COLUMN_TIMESTAMP) < pa.scalar(to_utc(end), moment)
+    # Files of one model differ in schema only if its features changed: every file is inspected and the schemas
+    # promoted (a dataset otherwise takes the first file's schema and drops the columns that came later).
+    factory = ds.FileSystemDatasetFactory(fs, paths, ds.ParquetFileFormat())
+    try:
+        logs = factory.finish(factory.inspect(promote_options="permissive", fragments=None))
+    except (pa.ArrowTypeError, pa.ArrowInvalid):
+        # A feature changed kind (float64 before, categorical strings now): no common Arrow type, so each file is
+        # read alone and pandas joins the columns as objects.
+        parts = [
+            ds.dataset(path, filesystem=fs, format="parquet").to_table(filter=in_window).to_pandas() for path in paths
+        ]
+        frame = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+        return frame.sort_values(PAYLOAD_COLUMN_TIMESTAMP, kind="stable", ignore_index=True)
     return logs.to_table(filter=in_window).sort_by(PAYLOAD_COLUMN_TIMESTAMP).to_pandas()
 
 

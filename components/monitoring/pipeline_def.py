@@ -14,9 +14,11 @@ from components.constants import (
     DEFAULT_IMAGE,
     DEFAULT_KS_ALPHA,
     DEFAULT_MIN_RECORDS,
+    DEFAULT_MISSING_RATE_THRESHOLD,
     DEFAULT_MODEL_NAME,
     DEFAULT_PSI_THRESHOLD,
     DEFAULT_STD_RATIO_THRESHOLD,
+    DEFAULT_UNSEEN_THRESHOLD,
     KFP_ARTIFACT_SECRET_KEYS,
     KFP_ARTIFACT_SECRET_NAME,
     LOG_FORMAT_PAYLOAD,
@@ -51,12 +53,16 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
         s3_endpoint: str = "",
         log_format: str = LOG_FORMAT_PAYLOAD,
         std_ratio_threshold: float = DEFAULT_STD_RATIO_THRESHOLD,
+        missing_rate_threshold: float = DEFAULT_MISSING_RATE_THRESHOLD,
+        unseen_threshold: float = DEFAULT_UNSEEN_THRESHOLD,
     ) -> None:
         """Check logged traffic for data drift and act on it.
 
         Steps: (1) check-drift checks the whole configuration (retrain settings included), reads the last
-        `window_hours` of payload logs, compares every feature with the model's reference profile (PSI, KS and
-        a Brown-Forsythe spread test, Holm-corrected) and writes an HTML report, Metrics and the report JSON;
+        `window_hours` of payload logs, compares every feature with the model's reference profile (numeric: PSI,
+        KS and a Brown-Forsythe spread test; categorical: chi-square, PSI over categories and the unseen share;
+        every feature's missing rate; a regression model's predictions like a numeric feature; Holm-corrected)
+        and writes an HTML report, Metrics and the report JSON;
         (2) only on drift, per `on_drift`: request-retraining (a training run through components.submit and/or a
         request record) or fail-on-drift (the run fails). `report` only reports. Too little data is never drift.
 
@@ -67,7 +73,7 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             window_hours: Window length, ending at `window_end`.
             window_end: ISO time, empty for the run's start.
             psi_threshold: Smallest PSI that counts as drift.
-            ks_alpha: Family-wise false-alarm level over every feature's KS and spread tests (Holm).
+            ks_alpha: Family-wise false-alarm level over every test of every feature and the predictions (Holm).
             min_records: Fewer rows than this give `not_enough_data`.
             on_drift: `retrain`, `fail` or `report`.
             retrain_request_dir: Where a retraining request record (`retrain_request.json`) is written.
@@ -81,6 +87,10 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
                 `log_dir` is the logger's `url`).
             std_ratio_threshold: Factor the standard deviation must grow or shrink by for a significant spread
                 test to count.
+            missing_rate_threshold: Change of a feature's missing rate (a share, either way) a significant
+                missing-rate test must reach to count.
+            unseen_threshold: Share of a categorical feature's logged values in categories training never saw
+                that counts as drift.
         """
         check = steps.check_drift(
             log_dir=log_dir,
@@ -95,6 +105,8 @@ def make_monitoring_pipeline(image: str = DEFAULT_IMAGE) -> Callable[..., Any]:
             s3_endpoint=s3_endpoint,
             log_format=log_format,
             std_ratio_threshold=std_ratio_threshold,
+            missing_rate_threshold=missing_rate_threshold,
+            unseen_threshold=unseen_threshold,
             retrain_request_dir=retrain_request_dir,
             kfp_endpoint=kfp_endpoint,
             training_pipeline_id=training_pipeline_id,

@@ -34,8 +34,10 @@ CARD_TRAINING_FIELDS = {
     "model_family": "model_family",
     "hyperparameters": "hyperparameters",
     "label_column": "label_column",
+    "task": "task",
 }
-"""model.json field -> training pipeline parameter: what the card records about how the model was trained."""
+"""model.json field -> training pipeline parameter: what the card records about how the model was trained. The task
+is pinned so a retrained regression model stays one, whatever the new data's label looks like."""
 CARD_PARAMETER_KEYS = ("training_parameters", "pipeline_parameters")
 """Card fields that, when a newer train step writes them, hold the run's pipeline parameters (dataset, seed, ...)."""
 
@@ -150,7 +152,7 @@ def new_retrain_request(*, model_name: str, model_uri: str, report: Mapping[str,
 def training_arguments_from_card(model_dir: Path, *, model_name: str, dataset: str = "") -> dict[str, Any]:
     """The training pipeline parameters that retrain the model in `model_dir` on new data.
 
-    From the card (`model.json`): `model_family`, `hyperparameters`, `label_column`, and every pipeline
+    From the card (`model.json`): `model_family`, `hyperparameters`, `label_column`, `task`, and every pipeline
     parameter a `training_parameters` field records; then `model_name`, and `dataset` (the new data) when given.
 
     Raises:
@@ -178,8 +180,8 @@ def training_arguments_from_card(model_dir: Path, *, model_name: str, dataset: s
     return arguments
 
 
-_RUN_FLAGS = ("dataset", "label_column", "test_fraction", "seed", "model_family", "hyperparameters", "min_accuracy",
-              "model_name")  # fmt: skip
+_RUN_FLAGS = ("dataset", "label_column", "test_fraction", "seed", "task", "feature_types", "model_family",
+              "hyperparameters", "min_accuracy", "gate_metric", "gate_threshold", "model_name")  # fmt: skip
 """Training parameters `pipeline.py run` takes as flags (`--label-column` for `label_column`, ...)."""
 
 

@@ -11,7 +11,8 @@ base64-encoded, the Parquet/CSV rows carry no timestamp, object keys are `<id>-<
 without a date partition, and a request and its response may land in different batches. Monitoring would have
 to re-pair and re-parse every object to read a time window. The README documents the built-in option.
 
-Run it: `python -m components.monitoring.sink --log_dir s3://mlpipeline/payload-logs --feature_names '[...]'`.
+Run it: `python -m components.monitoring.sink --log_dir s3://mlpipeline/payload-logs --feature_names '[...]'`, or
+for a model with categorical features `--features '<model.json "features">'` (categories are logged as strings).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components.constants import (
     CE_TYPE_INFERENCE_REQUEST,
@@ -37,6 +38,9 @@ from components.constants import (
 )
 from components.monitoring.payload_reader import s3_filesystem
 from components.payload_log import PayloadLogWriter, to_utc
+
+if TYPE_CHECKING:
+    from components.features import Feature
 
 logger = logging.getLogger(__name__)
 
@@ -125,24 +129,82 @@ def decode_cloudevent(headers: Mapping[str, str], body: bytes) -> InferenceEvent
     )
 
 
-def instances_from_request(payload: Any) -> list[list[float]]:
-    """Rows of a V1 (`instances`/`inputs`) or V2 (`inputs[0]` with `shape`/`data`) request body."""
+def instances_from_request(payload: Any, feature_names: Sequence[str] | None = None) -> list[list[Any]]:
+    """Rows of a request body, each a list of values in `feature_names` order.
+
+    V1: `instances` (or `inputs`) as lists, or as objects keyed by feature name. V2: `inputs[0]` with
+    `shape`/`data` (one tensor, every feature numeric), or one input per feature named as the feature (typed
+    models; `BYTES` data arrive as JSON strings). Objects and per-feature inputs need `feature_names`.
+    """
     if isinstance(payload, dict) and "instances" in payload:
         rows = payload["instances"]
     elif isinstance(payload, dict) and isinstance(payload.get("inputs"), list) and payload["inputs"]:
-        first = payload["inputs"][0]
-        if isinstance(first, dict) and "data" in first:
+        inputs = payload["inputs"]
+        first = inputs[0]
+        named = {i.get("name") for i in inputs if isinstance(i, dict)}
+        if feature_names and len(inputs) == len(feature_names) > 1 and named == set(feature_names):
+            rows = _rows_from_feature_inputs(inputs, feature_names)
+        elif isinstance(first, dict) and "data" in first:
             data, shape = first["data"], first.get("shape") or []
             flat = [v for row in data for v in row] if data and isinstance(data[0], list) else list(data)
             width = shape[-1] if len(shape) == 2 else len(flat)
             rows = [flat[i : i + width] for i in range(0, len(flat), width)] if width else []
         else:
-            rows = payload["inputs"]
+            rows = inputs
     else:
         raise CloudEventError("request payload has neither 'instances' nor 'inputs'")
+    if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
+        if not feature_names:
+            raise CloudEventError("request rows are objects: the sink needs the model's feature names (--features)")
+        rows = [[row.get(name) for name in feature_names] for row in rows]
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
-        raise CloudEventError("request instances must be a list of rows (lists of numbers)")
+        raise CloudEventError("request instances must be a list of rows (lists of values, or objects)")
     return rows
+
+
+def _rows_from_feature_inputs(inputs: list[dict[str, Any]], feature_names: Sequence[str]) -> list[list[Any]]:
+    """V2 with one input per feature: columns by name, zipped into rows."""
+    columns = {}
+    for tensor in inputs:
+        data = tensor.get("data")
+        if not isinstance(data, list):
+            raise CloudEventError(f"V2 input {tensor.get('name')!r} has no data list")
+        columns[tensor["name"]] = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in data]
+    lengths = {len(c) for c in columns.values()}
+    if len(lengths) != 1:
+        raise CloudEventError(f"V2 per-feature inputs differ in length: {sorted(lengths)}")
+    return [list(row) for row in zip(*(columns[name] for name in feature_names), strict=True)]
+
+
+def typed_rows(rows: list[list[Any]], feature_names: Sequence[str], categorical: Sequence[str] = ()) -> Any:
+    """Rows as the matrix the payload writer takes, float64 or (with categorical features) objects.
+
+    The object matrix holds floats (None -> NaN) and category texts (`features.category_value`; None stays None).
+
+    Raises:
+        ValueError: A row has the wrong width, or a numeric feature a value that is not a number.
+    """
+    import numpy as np
+
+    if any(len(row) != len(feature_names) for row in rows):
+        raise ValueError(f"every row must have {len(feature_names)} values")
+    if not categorical:
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(feature_names))
+    from components.features import category_value
+
+    kinds = [name in categorical for name in feature_names]
+    out = np.empty((len(rows), len(feature_names)), dtype=object)
+    for i, row in enumerate(rows):
+        for j, (value, is_category) in enumerate(zip(row, kinds, strict=True)):
+            if value is None:
+                out[i, j] = None if is_category else np.nan
+            elif is_category:
+                out[i, j] = category_value(value)
+            elif isinstance(value, bool | str):  # JSON true or "3" is no number for a numeric feature
+                raise ValueError(f"feature '{feature_names[j]}' is numeric, got {value!r}")
+            else:
+                out[i, j] = float(value)
+    return out
 
 
 def predictions_from_response(payload: Any) -> list[Any]:
@@ -180,6 +242,8 @@ class PayloadEventSink:
         mode: The logger mode the InferenceService uses (`all` pairs; `request` records without predictions).
         pairing_ttl_s: How long half a pair waits for the other half.
         default_model_sha256: Used when events carry no `MODEL_SHA256_ANNOTATION`.
+        feature_names: The model's features in order: rows sent as objects or as per-feature V2 inputs need them.
+        categorical: Which of them are categorical (logged as strings); the rest are numbers.
     """
 
     def __init__(
@@ -189,12 +253,16 @@ class PayloadEventSink:
         mode: str = "all",
         pairing_ttl_s: float = DEFAULT_PAIRING_TTL_S,
         default_model_sha256: str = "",
+        feature_names: Sequence[str] = (),
+        categorical: Sequence[str] = (),
     ) -> None:
         if mode not in ("all", "request"):
             raise ValueError(f"sink mode must be 'all' or 'request', got {mode!r}")
         self.mode = mode
         self.pairing_ttl_s = pairing_ttl_s
         self.default_model_sha256 = default_model_sha256
+        self.feature_names = list(feature_names)
+        self.categorical = list(categorical)
         self.stats = SinkStats()
         self._writer_factory = writer_factory
         self._writers: dict[str, PayloadLogWriter] = {}
@@ -211,7 +279,7 @@ class PayloadEventSink:
         try:
             event = decode_cloudevent(headers, body)
             if event.type == CE_TYPE_INFERENCE_REQUEST:
-                instances_from_request(event.payload)  # fail now, on the request that is wrong
+                instances_from_request(event.payload, self.feature_names)  # fail now, on the request that is wrong
             else:
                 predictions_from_response(event.payload)
         except CloudEventError:
@@ -259,9 +327,7 @@ class PayloadEventSink:
             setattr(self.stats, counter, getattr(self.stats, counter) + len(stale))
 
     def _record(self, request: InferenceEvent, response: InferenceEvent | None) -> None:
-        import numpy as np
-
-        rows = instances_from_request(request.payload)
+        rows = instances_from_request(request.payload, self.feature_names)
         predictions: list[Any] = [None] * len(rows)
         if response is not None:
             predictions = predictions_from_response(response.payload)
@@ -275,7 +341,7 @@ class PayloadEventSink:
         if writer is None:
             writer = self._writers[name] = self._writer_factory(name, sha)
         try:
-            matrix = np.asarray(rows, dtype=np.float64)
+            matrix = typed_rows(rows, writer.feature_names, writer.categorical)
             writer.record(matrix, predictions, request_ids=[request.id] * len(rows), timestamp=request.time)
         except (ValueError, TypeError) as error:
             self.stats.mismatched_pairs += 1
@@ -341,6 +407,21 @@ def build_app(
     return Starlette(routes=routes, lifespan=lifespan)
 
 
+def parse_features(text: str) -> list[Feature]:
+    """The model card's `features` as JSON (`'[{"name": "city", "kind": "categorical", ...}, ...]'`)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from components.features import Feature
+
+    try:
+        features = TypeAdapter(list[Feature]).validate_json(text)
+    except ValidationError as error:
+        raise ValueError(f"--features must be the model card's features list: {error.errors()[0]['msg']}") from None
+    if not features:
+        raise ValueError("--features is empty")
+    return features
+
+
 def parse_feature_names(text: str) -> list[str]:
     """A JSON list (`'["sepal length (cm)", ...]'`) or a comma-separated list of feature names."""
     stripped = text.strip()
@@ -358,7 +439,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m components.monitoring.sink", description=__doc__.splitlines()[0])
     parser.add_argument("--log_dir", required=True, help="directory or s3://bucket/prefix for the Parquet logs")
-    parser.add_argument("--feature_names", required=True, help="JSON list or comma-separated, in model order")
+    columns = parser.add_mutually_exclusive_group(required=True)
+    columns.add_argument("--feature_names", help="JSON list or comma-separated, in model order (all numeric)")
+    columns.add_argument("--features", help="the model card's typed features as JSON (model.json 'features')")
     parser.add_argument("--mode", default="all", choices=["all", "request"])
     parser.add_argument("--model_sha256", default="", help="used when events carry no sha256 annotation")
     parser.add_argument("--s3_endpoint", default="", help="e.g. http://seaweedfs.kubeflow:9000 (S3-compatible)")
@@ -379,14 +462,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     filesystem = None
     if args.s3_endpoint:
         filesystem = s3_filesystem(args.s3_endpoint, region=args.s3_region, credentials_dir=args.s3_credentials_dir)
-    features = parse_feature_names(args.feature_names)
+    typed = parse_features(args.features) if args.features else None
+    names = [f.name for f in typed] if typed else parse_feature_names(args.feature_names)
 
     def factory(model_name: str, model_sha256: str) -> PayloadLogWriter:
         return PayloadLogWriter(
             args.log_dir,
             model_name=model_name,
             model_sha256=model_sha256,
-            feature_names=features,
+            feature_names=names,
+            features=typed,
             batch_size=args.batch_size,
             flush_interval_s=args.flush_interval_s,
             source=PAYLOAD_SOURCE_KSERVE_LOGGER,
@@ -394,7 +479,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
 
     logging.basicConfig(level=logging.INFO)
-    sink = PayloadEventSink(factory, mode=args.mode, default_model_sha256=args.model_sha256)
+    categorical = [f.name for f in typed or () if f.kind == "categorical"]
+    sink = PayloadEventSink(
+        factory, mode=args.mode, default_model_sha256=args.model_sha256, feature_names=names, categorical=categorical
+    )
     uvicorn.run(build_app(sink, max_body_bytes=args.max_body_bytes), host=args.host, port=args.port)
 
 

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--return_probabilities",
         type=_flag,
         default=False,
-        help=f"Answer with class probabilities by default; a request's parameters.{PROBA_PARAMETER} overrides it.",
+        help=f"Answer with class probabilities by default; a request's parameters.{PROBA_PARAMETER} overrides it "
+        "(ignored for a regression model).",
     )
     parser.add_argument("--use_onnx", type=_flag, default=True, help="Use the verified model.onnx when present.")
     parser.add_argument("--payload_log_dir", type=Path, default=None, help="Log every prediction (Parquet) here.")

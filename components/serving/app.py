@@ -388,13 +388,14 @@ class Routes:
         return _json({"ready": True})
 
     async def model_ready_v1(self, request: Request) -> Response:
-        """V1 model status: 200 ready, 503 loaded but not serving, 404 unknown."""
+        """V1 model status with the schema (task, typed features, classes): 200 ready, 503 not serving, 404 unknown."""
         model = self._model(request, ready=True)
-        return model if isinstance(model, Response) else _json({"name": model.name, "ready": True})
+        return model if isinstance(model, Response) else _json(model.v1_metadata())
 
     async def model_ready_v2(self, request: Request) -> Response:
         """V2 model readiness (also under `versions/<v>`)."""
-        return await self.model_ready_v1(request)
+        model = self._model(request, ready=True)
+        return model if isinstance(model, Response) else _json({"name": model.name, "ready": True})
 
     async def models_v1(self, request: Request) -> Response:
         """V1 model list."""

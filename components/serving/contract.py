@@ -1,13 +1,17 @@
-"""The request contract: turn a V1 or V2 JSON body into a float64 matrix, or say precisely what is wrong.
+"""The request contract: turn a V1 or V2 JSON body into the model's input matrix, or say precisely what is wrong.
 
 Pure functions over bytes and decoded JSON; the HTTP layer maps `ClientError` to a 4xx JSON response.
 Messages stay short and never echo the client's payload back (a 1 MB row must not become a 1 MB log line).
+
+Two representations, chosen once per model (`FeatureSpec.typed`), as `components.features.feature_matrix` builds
+them for training: a float64 matrix when every feature is numeric and never missing (the fast path), otherwise an
+object matrix with numeric values as floats, categorical values as str and `np.nan` for a missing value.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -16,6 +20,7 @@ import numpy as np
 import orjson
 
 from components.constants import PROBA_PARAMETER
+from components.features import category_value
 
 JSON_MEDIA_TYPE = "application/json"
 BINARY_MEDIA_TYPE = "application/octet-stream"
@@ -23,6 +28,13 @@ INFERENCE_HEADER_LENGTH = "inference-header-content-length"
 """Open Inference Protocol binary tensor extension: the length of the JSON part before the raw tensor bytes."""
 BINARY_DATA_SIZE = "binary_data_size"
 V2_FP64 = "FP64"
+V2_BYTES = "BYTES"
+V2_BOOL = "BOOL"
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+"""Feature kinds, as `components.features.Feature.kind` spells them."""
+_LENGTH_PREFIX = 4
+"""Binary extension BYTES: each element is a 4-byte little-endian length, then that many bytes."""
 V2_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
     "FP32": np.dtype("<f4"),
@@ -38,6 +50,9 @@ V2_NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
 }
 """V2 numeric datatypes and their little-endian layout in the binary extension; all become float64."""
 V2_NUMERIC_DATATYPES = frozenset(V2_NUMPY_DTYPES)
+V2_INTEGER_DATATYPES = frozenset(d for d in V2_NUMPY_DTYPES if d[0] in "IU")
+V2_TYPED_DATATYPES = V2_NUMERIC_DATATYPES | {V2_BYTES, V2_BOOL}
+"""What a model with categorical or nullable features reads; each feature then checks its own."""
 MAX_FEATURE_MAGNITUDE = float(np.finfo(np.float32).max)
 """Largest |value| accepted: the float32 range the ONNX graphs and sklearn's trees compute in, so both backends
 answer the same rows (sklearn's forests refuse anything larger; linear models overflow to NaN near 1e308)."""
@@ -59,15 +74,55 @@ class ClientError(ValueError):
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """What the model expects, from `model.json`."""
+    """What the model expects, from `model.json`: names in column order and, per feature, its kind and nullability.
+
+    `kinds` and `nullable` may be empty: every feature numeric and never missing (schema_version 1 cards).
+    """
 
     feature_names: tuple[str, ...]
     max_rows: int
+    kinds: tuple[str, ...] = ()
+    """`numeric` or `categorical` per feature (empty: all numeric)."""
+    nullable: tuple[bool, ...] = ()
+    """Whether `null` is allowed per feature (empty: nowhere)."""
+
+    @classmethod
+    def of(cls, features: Sequence[Any], max_rows: int) -> FeatureSpec:
+        """The spec for typed features (anything with `name`, `kind`, `nullable` and `categories`)."""
+        return cls(
+            tuple(f.name for f in features),
+            max_rows,
+            tuple(f.kind for f in features),
+            tuple(bool(f.nullable) for f in features),
+        )
 
     @property
     def n_features(self) -> int:
         """Number of input columns."""
         return len(self.feature_names)
+
+    @property
+    def typed(self) -> bool:
+        """Whether requests need the typed (object matrix) path: a categorical or a nullable feature."""
+        return CATEGORICAL in self.kinds or any(self.nullable)
+
+    @property
+    def categorical_names(self) -> list[str]:
+        """The categorical features, in column order."""
+        return [n for n, k in zip(self.feature_names, self.kinds, strict=False) if k == CATEGORICAL]
+
+    def kind(self, column: int) -> str:
+        """`numeric` or `categorical`."""
+        return self.kinds[column] if self.kinds else NUMERIC
+
+    def may_be_null(self, column: int) -> bool:
+        """Whether this feature accepts a missing value."""
+        return bool(self.nullable) and self.nullable[column]
+
+    def describe(self, column: int) -> str:
+        """`feature 'x' (categorical, nullable)`: the name and what it takes, for messages."""
+        kind = self.kind(column) + (", nullable" if self.may_be_null(column) else "")
+        return f"feature '{_short(self.feature_names[column])}' ({kind})"
 
 
 def check_content_type(content_type: str | None, header_length: str | None = None, *, v2: bool = False) -> int | None:
@@ -150,10 +205,16 @@ def rows_from_v1(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
     # The common case checked with C-level set/map passes; the loop below only runs to name the bad row.
     if set(map(type, instances)) == _LIST_TYPE and set(map(len, instances)) == {spec.n_features}:
         return _matrix(instances, spec)
-    for i, row in enumerate(instances):
+    _check_list_rows(instances, spec, values="numbers")
+    return _matrix(instances, spec)
+
+
+def _check_list_rows(rows: list[Any], spec: FeatureSpec, *, values: str) -> None:
+    """Every V1 row is a list of the model's feature count; the message names the first row that is not."""
+    for i, row in enumerate(rows):
         if not isinstance(row, list):
             raise ClientError(
-                f"instances[{i}] must be a list of {spec.n_features} numbers or an object keyed by feature name, "
+                f"instances[{i}] must be a list of {spec.n_features} {values} or an object keyed by feature name, "
                 f"got {_json_type(row)}",
                 reason="bad_instances",
             )
@@ -163,7 +224,6 @@ def rows_from_v1(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
                 f"({_names(spec.feature_names)})",
                 reason="feature_count",
             )
-    return _matrix(instances, spec)
 
 
 def rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec, binary: memoryview | None = None) -> np.ndarray:
@@ -173,6 +233,221 @@ def rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec, binary: memoryvi
     tensor of shape [N, n_features] in feature order. With the binary tensor extension, a tensor whose
     `parameters.binary_data_size` is set takes its values from `binary` (little-endian, in input order).
     """
+    tensors = _v2_tensors(payload, spec, binary, typed=False)
+    if len(tensors) == 1 and tensors[0][0] not in spec.feature_names:
+        name, shape, data, _ = tensors[0]
+        if spec.n_features == 1 and len(shape) == 1:
+            shape = [shape[0], 1]
+        if len(shape) != 2 or shape[1] != spec.n_features:
+            raise ClientError(
+                f"input '{_short(name)}' has shape {shape}; a single input needs shape [N, {spec.n_features}] "
+                f"(columns {_names(spec.feature_names)}), or send one input per feature, named as in the metadata",
+                reason="feature_count",
+            )
+        _check_row_count(shape[0], spec, v2=True)
+        return _matrix_from_flat(name, data, shape, spec)
+    rows = _check_feature_inputs(tensors, spec)
+    columns: dict[str, np.ndarray] = {}
+    for name, _, data, _ in tensors:
+        columns[name] = _matrix_from_flat(name, data, [rows, 1], FeatureSpec((name,), spec.max_rows))[:, 0]
+    return np.column_stack([columns[name] for name in spec.feature_names])
+
+
+def _check_feature_inputs(tensors: list[tuple[str, list[int], Any, str]], spec: FeatureSpec) -> int:
+    """One input per feature, each named as a feature, all with the same rows; returns the row count."""
+    names = [name for name, _, _, _ in tensors]
+    _check_feature_names(set(names), spec, where="inputs")
+    if len(set(names)) != len(names):
+        raise ClientError("two inputs share a name", reason="feature_names")
+    rows = tensors[0][1][0]
+    _check_row_count(rows, spec, v2=True)
+    for name, shape, _, _ in tensors:
+        if shape[0] != rows or (len(shape) == 2 and shape[1] != 1) or len(shape) > 2:
+            raise ClientError(
+                f"input '{_short(name)}' has shape {shape}; feature inputs need shape [{rows}] or [{rows}, 1]",
+                reason="bad_shape",
+            )
+    return rows
+
+
+def typed_rows_from_v1(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
+    """V1 `instances` for a model with categorical or nullable features: the object matrix training used.
+
+    Strings are accepted exactly where the feature is categorical; a number or boolean sent for a categorical
+    feature becomes the text training knew it by (`components.features.category_value`: 3 -> "3", true -> "true").
+    `null` is accepted exactly where the feature is nullable.
+    """
+    if "instances" not in payload:
+        raise ClientError("body has no 'instances' key; send {\"instances\": [[...], ...]}", reason="bad_instances")
+    instances = payload["instances"]
+    if not isinstance(instances, list):
+        raise ClientError(f"'instances' must be a list of rows, got {_json_type(instances)}", reason="bad_instances")
+    _check_row_count(len(instances), spec)
+    if isinstance(instances[0], dict):
+        rows = [_row_from_mapping(i, row, spec) for i, row in enumerate(instances)]
+    else:
+        rows = instances
+        _check_list_rows(rows, spec, values="values")
+    convert = _converters(spec)
+    matrix = np.empty((len(rows), spec.n_features), dtype=object)
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            try:
+                matrix[i, j] = convert[j](value)
+            except _Refused as exc:
+                raise exc.at(f"instances[{i}], {spec.describe(j)}") from None
+    return matrix
+
+
+def typed_rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec, binary: memoryview | None = None) -> np.ndarray:
+    """Open Inference Protocol inputs for a model with categorical or nullable features (object matrix).
+
+    One input per feature, named as in the metadata: a numeric datatype for a numeric feature, `BYTES` (or an
+    integer datatype) for a categorical one. When no feature is categorical, one `[N, n_features]` numeric input
+    works too. `null` in JSON data, or NaN in a floating-point tensor, is a missing value where the feature is
+    nullable.
+    """
+    tensors = _v2_tensors(payload, spec, binary, typed=True)
+    convert = _converters(spec)
+    if len(tensors) == 1 and tensors[0][0] not in spec.feature_names:
+        name, shape, data, datatype = tensors[0]
+        if spec.categorical_names:
+            raise ClientError(
+                f"input '{_short(name)}' is not a feature; this model has categorical features "
+                f"({_names(spec.categorical_names)}): send one input per feature, named as in the metadata, "
+                f"{V2_BYTES} for the categorical ones",
+                reason="feature_names",
+            )
+        if spec.n_features == 1 and len(shape) == 1:
+            shape = [shape[0], 1]
+        if len(shape) != 2 or shape[1] != spec.n_features:
+            raise ClientError(
+                f"input '{_short(name)}' has shape {shape}; a single input needs shape [N, {spec.n_features}] "
+                f"(columns {_names(spec.feature_names)}), or send one input per feature, named as in the metadata",
+                reason="feature_count",
+            )
+        _check_row_count(shape[0], spec, v2=True)
+        if datatype not in V2_NUMERIC_DATATYPES:
+            raise ClientError(
+                f"input '{_short(name)}' has datatype {datatype}; the features are numeric: use {V2_FP64}",
+                reason="bad_datatype",
+            )
+        flat = data.tolist() if isinstance(data, np.ndarray) else data
+        matrix = np.empty((shape[0], spec.n_features), dtype=object)
+        for k, value in enumerate(flat):
+            i, j = divmod(k, spec.n_features)
+            try:
+                matrix[i, j] = convert[j](_missing_if_nan(value))
+            except _Refused as exc:
+                raise exc.at(f"input '{_short(name)}', row {i}, {spec.describe(j)}") from None
+        return matrix
+    rows = _check_feature_inputs(tensors, spec)
+    index = {name: j for j, name in enumerate(spec.feature_names)}
+    matrix = np.empty((rows, spec.n_features), dtype=object)
+    for name, _, data, datatype in tensors:
+        j = index[name]
+        _check_feature_datatype(name, datatype, spec, j)
+        if isinstance(data, np.ndarray):
+            # Binary integers arrive as float64 (exact below 2**53); a category needs the integer's digits.
+            categorical_ints = datatype in V2_INTEGER_DATATYPES and spec.kind(j) == CATEGORICAL
+            values = (data.astype(np.int64) if categorical_ints else data).tolist()
+        else:
+            values = data
+        for i, value in enumerate(values):
+            try:
+                matrix[i, j] = convert[j](_missing_if_nan(value))
+            except _Refused as exc:
+                raise exc.at(f"input '{_short(name)}', row {i}, {spec.describe(j)}") from None
+    return matrix
+
+
+def _check_feature_datatype(name: str, datatype: str, spec: FeatureSpec, column: int) -> None:
+    if spec.kind(column) == CATEGORICAL:
+        allowed = datatype in (V2_BYTES, V2_BOOL) or datatype in V2_INTEGER_DATATYPES
+        expected = f"{V2_BYTES} (strings)"
+    else:
+        allowed = datatype in V2_NUMERIC_DATATYPES
+        expected = f"{V2_FP64} or another numeric datatype"
+    if not allowed:
+        raise ClientError(
+            f"input '{_short(name)}' has datatype {datatype}; {spec.describe(column)} takes {expected}",
+            reason="bad_datatype",
+        )
+
+
+def _missing_if_nan(value: Any) -> Any:
+    # A binary or gRPC float tensor cannot carry null: NaN is how numpy clients say "missing".
+    return None if type(value) is float and value != value else value
+
+
+class _Refused(Exception):
+    """A value a feature does not take; `at()` turns it into the ClientError naming where it was."""
+
+    def __init__(self, expected: str, got: Any, reason: str) -> None:
+        super().__init__(expected)
+        self.expected, self.got, self.reason = expected, got, reason
+
+    def at(self, where: str) -> ClientError:
+        return ClientError(f"{where}: {self.expected}, got {self.got}", reason=self.reason)
+
+
+def _converters(spec: FeatureSpec) -> list[Callable[[Any], Any]]:
+    """One function per feature turning a JSON value into the matrix cell, or raising `_Refused`."""
+    return [
+        _categorical(spec.may_be_null(j)) if spec.kind(j) == CATEGORICAL else _numeric(spec.may_be_null(j))
+        for j in range(spec.n_features)
+    ]
+
+
+def _numeric(nullable: bool) -> Callable[[Any], Any]:
+    expected = "expected a number" + (" or null" if nullable else "")
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is float or kind is int:
+            try:
+                number = float(value)
+            except OverflowError:
+                raise _Refused("a number within float64 range", "a larger integer", "out_of_range") from None
+            if not -MAX_FEATURE_MAGNITUDE <= number <= MAX_FEATURE_MAGNITUDE:
+                raise _Refused(
+                    f"|x| <= {MAX_FEATURE_MAGNITUDE:.3g} (the range this model computes in)",
+                    f"{number:.3g}",
+                    "out_of_range",
+                )
+            return number
+        if value is None:
+            if nullable:
+                return np.nan
+            raise _Refused(expected + " (this feature was never missing in training)", "null", "null_value")
+        raise _Refused(expected, _json_type(value), "non_numeric")
+
+    return convert
+
+
+def _categorical(nullable: bool) -> Callable[[Any], Any]:
+    expected = "expected a string (a category)" + (" or null" if nullable else "")
+
+    def convert(value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return value
+        if kind is int or kind is bool or kind is float:
+            # The text training knows the value by: 3 and 3.0 -> "3", true -> "true" (a bool or int column).
+            return category_value(value)
+        if value is None:
+            if nullable:
+                return np.nan
+            raise _Refused(expected + " (this feature was never missing in training)", "null", "null_value")
+        raise _Refused(expected, _json_type(value), "non_categorical")
+
+    return convert
+
+
+def _v2_tensors(
+    payload: Mapping[str, Any], spec: FeatureSpec, binary: memoryview | None, *, typed: bool
+) -> list[tuple[str, list[int], Any, str]]:
+    """The request's tensors as (name, shape, values, datatype), binary data consumed exactly."""
     inputs = payload.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise ClientError("'inputs' must be a non-empty list of tensors", reason="bad_inputs")
@@ -186,45 +461,24 @@ def rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec, binary: memoryvi
     tensors = []
     offset = 0
     for i, tensor in enumerate(inputs):
-        name, shape, data, used = _tensor(i, tensor, raw, offset)
-        tensors.append((name, shape, data))
+        name, shape, data, used = _tensor(i, tensor, raw, offset, typed=typed)
+        tensors.append((name, shape, data, tensor["datatype"]))
         offset += used
     if offset != len(raw):
         raise ClientError(
             f"the body has {len(raw) - offset} bytes of binary data that no input's binary_data_size claims",
             reason="malformed_binary",
         )
-    if len(tensors) == 1 and tensors[0][0] not in spec.feature_names:
-        name, shape, data = tensors[0]
-        if spec.n_features == 1 and len(shape) == 1:
-            shape = [shape[0], 1]
-        if len(shape) != 2 or shape[1] != spec.n_features:
-            raise ClientError(
-                f"input '{_short(name)}' has shape {shape}; a single input needs shape [N, {spec.n_features}] "
-                f"(columns {_names(spec.feature_names)}), or send one input per feature, named as in the metadata",
-                reason="feature_count",
-            )
-        _check_row_count(shape[0], spec, v2=True)
-        return _matrix_from_flat(name, data, shape, spec)
-    names = [name for name, _, _ in tensors]
-    _check_feature_names(set(names), spec, where="inputs")
-    if len(set(names)) != len(names):
-        raise ClientError("two inputs share a name", reason="feature_names")
-    rows = tensors[0][1][0]
-    _check_row_count(rows, spec, v2=True)
-    columns: dict[str, np.ndarray] = {}
-    for name, shape, data in tensors:
-        if shape[0] != rows or (len(shape) == 2 and shape[1] != 1) or len(shape) > 2:
-            raise ClientError(
-                f"input '{_short(name)}' has shape {shape}; feature inputs need shape [{rows}] or [{rows}, 1]",
-                reason="bad_shape",
-            )
-        columns[name] = _matrix_from_flat(name, data, [rows, 1], FeatureSpec((name,), spec.max_rows))[:, 0]
-    return np.column_stack([columns[name] for name in spec.feature_names])
+    return tensors
 
 
-def _tensor(index: int, raw: Any, binary: memoryview, offset: int) -> tuple[str, list[int], Any, int]:
-    """(name, shape, values, binary bytes used): values are a flat list (JSON) or a float64 array (binary)."""
+def _tensor(
+    index: int, raw: Any, binary: memoryview, offset: int, *, typed: bool = False
+) -> tuple[str, list[int], Any, int]:
+    """(name, shape, values, binary bytes used): values are a flat list (JSON) or an array (binary).
+
+    Binary numeric values come as float64, binary BOOL as bool and binary BYTES as a list of str.
+    """
     if not isinstance(raw, dict):
         raise ClientError(f"inputs[{index}] must be an object", reason="bad_inputs")
     name, shape, datatype, data = raw.get("name"), raw.get("shape"), raw.get("datatype"), raw.get("data")
@@ -232,7 +486,9 @@ def _tensor(index: int, raw: Any, binary: memoryview, offset: int) -> tuple[str,
         raise ClientError(f"inputs[{index}] needs a string 'name'", reason="bad_inputs")
     if not isinstance(shape, list) or not shape or not all(type(d) is int and d >= 0 for d in shape):
         raise ClientError(f"input '{_short(name)}' needs a 'shape' of non-negative integers", reason="bad_shape")
-    if datatype not in V2_NUMERIC_DATATYPES:
+    if typed and datatype in V2_TYPED_DATATYPES:
+        pass  # each feature checks its own datatype once the inputs are matched to features
+    elif datatype not in V2_NUMERIC_DATATYPES:
         raise ClientError(
             f"input '{_short(name)}' has datatype {_short(str(datatype))}; use {V2_FP64} or another numeric "
             "datatype (features are numbers)",
@@ -255,13 +511,15 @@ def _tensor(index: int, raw: Any, binary: memoryview, offset: int) -> tuple[str,
 
 def _binary_values(
     name: str, parameters: Any, datatype: str, size: int, binary: memoryview, offset: int
-) -> tuple[np.ndarray, int]:
+) -> tuple[Any, int]:
     nbytes = parameters.get(BINARY_DATA_SIZE) if isinstance(parameters, dict) else None
     if nbytes is None:
         raise ClientError(
             f"input '{_short(name)}' has neither 'data' nor parameters.{BINARY_DATA_SIZE}", reason="bad_inputs"
         )
-    dtype = V2_NUMPY_DTYPES[datatype]
+    if datatype == V2_BYTES:
+        return _binary_strings(name, nbytes, size, binary, offset), nbytes
+    dtype = V2_NUMPY_DTYPES[datatype] if datatype != V2_BOOL else np.dtype("?")
     if type(nbytes) is not int or nbytes != size * dtype.itemsize:
         raise ClientError(
             f"input '{_short(name)}': {BINARY_DATA_SIZE} must be {size * dtype.itemsize} "
@@ -274,7 +532,36 @@ def _binary_values(
             reason="malformed_binary",
         )
     values = np.frombuffer(binary, dtype=dtype, count=size, offset=offset)
-    return values.astype(np.float64), nbytes
+    return (values.copy() if datatype == V2_BOOL else values.astype(np.float64)), nbytes
+
+
+def _binary_strings(name: str, nbytes: Any, size: int, binary: memoryview, offset: int) -> list[str]:
+    """Decode `size` length-prefixed UTF-8 elements that fill exactly `nbytes` bytes at `offset`."""
+    if type(nbytes) is not int or nbytes < size * _LENGTH_PREFIX or offset + nbytes > len(binary):
+        raise ClientError(
+            f"input '{_short(name)}': {BINARY_DATA_SIZE} must cover {size} length-prefixed BYTES elements "
+            f"within the {len(binary) - offset} bytes left",
+            reason="malformed_binary",
+        )
+    chunk = bytes(binary[offset : offset + nbytes])
+    values, at = [], 0
+    for i in range(size):
+        if at + _LENGTH_PREFIX > nbytes:
+            raise ClientError(f"input '{_short(name)}': BYTES element {i} is cut off", reason="malformed_binary")
+        length = int.from_bytes(chunk[at : at + _LENGTH_PREFIX], "little")
+        at += _LENGTH_PREFIX
+        if at + length > nbytes:
+            raise ClientError(f"input '{_short(name)}': BYTES element {i} is cut off", reason="malformed_binary")
+        try:
+            values.append(chunk[at : at + length].decode())
+        except UnicodeDecodeError:
+            raise ClientError(f"input '{_short(name)}': BYTES element {i} is not UTF-8", reason="bad_value") from None
+        at += length
+    if at != nbytes:
+        raise ClientError(
+            f"input '{_short(name)}': {nbytes - at} bytes after its {size} BYTES elements", reason="malformed_binary"
+        )
+    return values
 
 
 def _matrix_from_flat(name: str, data: Any, shape: Sequence[int], spec: FeatureSpec) -> np.ndarray:

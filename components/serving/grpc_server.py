@@ -230,9 +230,16 @@ def request_payload(request: pb.ModelInferRequest) -> tuple[dict[str, Any], memo
 
 def _typed_values(tensor: pb.ModelInferRequest.InferInputTensor) -> list[Any]:
     field = CONTENTS_FIELD.get(tensor.datatype)
-    if field is None or field == "bytes_contents":
+    if field is None:
         return []  # the contract names the unsupported datatype
     values = list(getattr(tensor.contents, field))
+    if field == "bytes_contents":
+        try:
+            values = [v.decode() for v in values]
+        except UnicodeDecodeError:
+            raise ClientError(
+                f"input '{_short(tensor.name)}': a BYTES element is not UTF-8", reason="bad_value"
+            ) from None
     if not values and tensor.HasField("contents"):
         filled = [descriptor.name for descriptor, _ in tensor.contents.ListFields()]
         if filled:

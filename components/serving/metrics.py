@@ -43,6 +43,15 @@ def record_predictions(model_name: str, labels: np.ndarray) -> None:
         _class_counter(model_name, value).inc(count)
 
 
+NUMERIC_PREDICTION = "(number)"
+"""The `predicted_class` label under which a regression model's rows are counted (numbers are no label values)."""
+
+
+def record_numeric_predictions(model_name: str, rows: int) -> None:
+    """Count a regression model's predicted rows (one series: a label per predicted value would be unbounded)."""
+    _class_counter(model_name, NUMERIC_PREDICTION).inc(rows)
+
+
 def observe_predict_seconds(model_name: str, seconds: float) -> None:
     """Feed KServe's own `request_predict_seconds` histogram, so KServe dashboards keep working."""
     child = _PREDICT_SECONDS.get(model_name)

@@ -19,11 +19,15 @@ from components.model_artifact import ModelIntegrityError
 from components.serving import metrics
 from components.serving.contract import (
     BINARY_DATA_SIZE,
+    CATEGORICAL,
+    V2_BYTES,
     V2_FP64,
     ClientError,
     FeatureSpec,
     rows_from_v1,
     rows_from_v2,
+    typed_rows_from_v1,
+    typed_rows_from_v2,
     want_probabilities,
 )
 from components.serving.options import ServingOptions
@@ -41,9 +45,14 @@ BINARY_DATA = "binary_data"
 _LITTLE_ENDIAN = {"INT64": "<i8", "FP64": "<f8", "BOOL": "?"}
 
 
+NO_PROBABILITIES = (
+    "this is a regression model: it predicts numbers and has no class probabilities; ask for the prediction only"
+)
+
+
 @dataclass(frozen=True)
 class ParsedRequest:
-    """A validated inference request: the float64 rows and how to answer."""
+    """A validated inference request: the input rows (float64, or the typed object matrix) and how to answer."""
 
     x: np.ndarray
     probabilities: bool
@@ -75,6 +84,8 @@ class SklearnModel(kserve.Model):
         self.spec = FeatureSpec((), options.max_rows)
         self.load_error: str | None = None
         self._label_datatype = V2_FP64
+        self._rows_v1 = rows_from_v1
+        self._rows_v2 = rows_from_v2
         self._writer: Any = None
         self._writer_pid = 0
 
@@ -93,8 +104,17 @@ class SklearnModel(kserve.Model):
             logger.error("model '%s' NOT loaded, it stays unready: %s", self.name, exc)
             return False
         self.loaded = loaded
-        self.spec = FeatureSpec(tuple(loaded.card.feature_names), self.options.max_rows)
-        self._label_datatype = _v2_datatype(np.asarray(getattr(loaded.estimator, "classes_", [])))
+        self.spec = FeatureSpec.of(loaded.card.features, self.options.max_rows)
+        # The parser is chosen once per model: all-numeric models keep the float64 fast path untouched.
+        typed = self.spec.typed
+        self._rows_v1 = typed_rows_from_v1 if typed else rows_from_v1
+        self._rows_v2 = typed_rows_from_v2 if typed else rows_from_v2
+        if loaded.regression:
+            self._label_datatype = V2_FP64
+            if self.options.return_probabilities:
+                logger.warning("--return_probabilities is ignored: '%s' is a regression model", self.name)
+        else:
+            self._label_datatype = _v2_datatype(np.asarray(getattr(loaded.estimator, "classes_", [])))
         metrics.record_model(
             self.name,
             model_sha256=loaded.card.model_sha256,
@@ -110,14 +130,36 @@ class SklearnModel(kserve.Model):
         return self.loaded.version if self.loaded is not None else (self.options.model_version or "")
 
     def metadata(self) -> dict[str, Any]:
-        """V2 model metadata (REST `GET /v2/models/<name>` and gRPC ModelMetadata say the same)."""
+        """V2 model metadata (REST `GET /v2/models/<name>`; gRPC ModelMetadata has no `parameters` fields).
+
+        Each input carries its feature's schema in `parameters` (kind, nullable, known categories), and the
+        model's `parameters` say the task.
+        """
         return {
             "name": self.name,
             "versions": [self.version] if self.version else [],
             "platform": V2_PLATFORM,
             "inputs": self.get_input_types(),
             "outputs": self.get_output_types(),
+            "parameters": {"task": self.task},
         }
+
+    def v1_metadata(self) -> dict[str, Any]:
+        """V1 model status with the schema (`GET /v1/models/<name>`): task, typed features and classes."""
+        card = self.loaded.card if self.loaded is not None else None
+        return {
+            "name": self.name,
+            "ready": self.ready,
+            "version": self.version,
+            "task": self.task,
+            "features": [_feature_schema(f) for f in card.features] if card is not None else [],
+            "class_names": list(card.class_names) if card is not None else [],
+        }
+
+    @property
+    def task(self) -> str:
+        """`classification` or `regression` (from `model.json`; empty until loaded)."""
+        return self.loaded.card.task if self.loaded is not None else ""
 
     # --- the contract, shared by the fast HTTP routes and the gRPC servicer -----------------------------
 
@@ -130,10 +172,12 @@ class SklearnModel(kserve.Model):
             binary: The raw tensor bytes after the JSON part (binary tensor extension), if any.
         """
         if not v2:
-            return ParsedRequest(rows_from_v1(payload, self.spec), self._want_probabilities(payload.get("parameters")))
-        x = rows_from_v2(payload, self.spec, binary)
+            return ParsedRequest(self._rows_v1(payload, self.spec), self._want_probabilities(payload.get("parameters")))
+        x = self._rows_v2(payload, self.spec, binary)
         parameters = payload.get("parameters")
         requested = _requested_outputs(payload.get("outputs"))
+        if V2_PROBA_OUTPUT in requested and self.loaded is not None and self.loaded.regression:
+            raise ClientError(f"output '{V2_PROBA_OUTPUT}': {NO_PROBABILITIES}", reason="bad_outputs")
         proba = V2_PROBA_OUTPUT in requested if requested else self._want_probabilities(parameters)
         binary_outputs = _binary_outputs(parameters, payload.get("outputs"))
         request_id = payload.get("id")
@@ -151,10 +195,16 @@ class SklearnModel(kserve.Model):
             return self.loaded.predict(request.x, probabilities=request.probabilities)
         except NonFiniteScores as exc:
             row = request.x[exc.row]
-            column = int(np.abs(row).argmax())
+            numeric = [j for j in range(self.spec.n_features) if self.spec.kind(j) != CATEGORICAL]
+            values = np.array([row[j] for j in numeric], dtype=np.float64)
+            if not numeric or np.isnan(values).all():
+                raise ClientError(
+                    f"row {exc.row}: the model cannot compute with these values", reason="out_of_range"
+                ) from None
+            column = numeric[int(np.nanargmax(np.abs(values)))]
             raise ClientError(
                 f"row {exc.row}: the model cannot compute with these values (largest: feature "
-                f"'{self.spec.feature_names[column][:60]}' = {row[column]:.3g})",
+                f"'{self.spec.feature_names[column][:60]}' = {float(row[column]):.3g})",
                 reason="out_of_range",
             ) from None
 
@@ -215,8 +265,14 @@ class SklearnModel(kserve.Model):
         return self.reply(request, prediction), request, prediction
 
     def after_prediction(self, x: np.ndarray, prediction: Prediction) -> None:
-        """Count predicted classes and hand the rows to the payload log (both cheap, neither can fail a request)."""
-        metrics.record_predictions(self.name, prediction.labels)
+        """Count predictions and hand the rows to the payload log (both cheap, neither can fail a request).
+
+        `x` is the matrix the model predicted from (float64, or the typed object matrix), as the payload log takes it.
+        """
+        if self.loaded is not None and self.loaded.regression:
+            metrics.record_numeric_predictions(self.name, len(prediction.labels))
+        else:
+            metrics.record_predictions(self.name, prediction.labels)
         if self.payload_log_dir is None:
             return
         try:
@@ -228,7 +284,10 @@ class SklearnModel(kserve.Model):
             logger.error("payload log disabled: %s; predictions are still served", str(exc)[:300])
 
     def _want_probabilities(self, parameters: Any) -> bool:
-        wanted = want_probabilities(parameters, self.options.return_probabilities)
+        regression = self.loaded is not None and self.loaded.regression
+        wanted = want_probabilities(parameters, self.options.return_probabilities and not regression)
+        if wanted and regression:
+            raise ClientError(f"parameter 'return_probabilities': {NO_PROBABILITIES}", reason="bad_parameters")
         if wanted and self.loaded is not None and not self.loaded.has_probabilities:
             raise ClientError("this model has no predict_proba; ask for labels", reason="bad_parameters")
         return wanted
@@ -253,11 +312,25 @@ class SklearnModel(kserve.Model):
         return body
 
     def get_input_types(self) -> list[dict[str, Any]]:
-        """V2 metadata inputs: one FP64 column per feature, named as in `model.json`."""
-        return [{"name": name, "datatype": V2_FP64, "shape": [-1]} for name in self.spec.feature_names]
+        """V2 metadata inputs: one per feature, named as in `model.json`: FP64 numeric, BYTES categorical.
+
+        `parameters` hold the feature's schema: `feature_kind`, `nullable` and, for a categorical feature, the
+        `categories` training saw (others are served too; see the README).
+        """
+        if self.loaded is None:
+            return [{"name": name, "datatype": V2_FP64, "shape": [-1]} for name in self.spec.feature_names]
+        return [
+            {
+                "name": feature.name,
+                "datatype": V2_BYTES if feature.kind == CATEGORICAL else V2_FP64,
+                "shape": [-1],
+                "parameters": _feature_parameters(feature),
+            }
+            for feature in self.loaded.card.features
+        ]
 
     def get_output_types(self) -> list[dict[str, Any]]:
-        """V2 metadata outputs: labels, and probabilities in `model.json`'s class order."""
+        """V2 metadata outputs: labels (or FP64 numbers for regression), and probabilities in class order."""
         outputs = [{"name": V2_LABEL_OUTPUT, "datatype": self._label_datatype, "shape": [-1]}]
         if self.loaded is not None and self.loaded.has_probabilities:
             n_classes = len(self.loaded.card.class_names)
@@ -284,7 +357,7 @@ class SklearnModel(kserve.Model):
                 self.payload_log_dir,
                 model_name=self.name,
                 model_sha256=self.loaded.card.model_sha256,
-                feature_names=list(self.spec.feature_names),
+                features=list(self.loaded.card.features),
             )
             self._writer_pid = os.getpid()
             atexit.register(self.close_payload_log)
@@ -294,6 +367,20 @@ class SklearnModel(kserve.Model):
         state = dict(self.__dict__)
         state["_writer"] = None
         return state
+
+
+def _feature_parameters(feature: Any) -> dict[str, Any]:
+    parameters: dict[str, Any] = {"feature_kind": feature.kind, "nullable": feature.nullable}
+    if feature.kind == CATEGORICAL:
+        parameters["categories"] = list(feature.categories)
+    return parameters
+
+
+def _feature_schema(feature: Any) -> dict[str, Any]:
+    schema = {"name": feature.name, "kind": feature.kind, "nullable": feature.nullable}
+    if feature.kind == CATEGORICAL:
+        schema["categories"] = list(feature.categories)
+    return schema
 
 
 def _requested_outputs(outputs: Any) -> set[str]:
@@ -345,6 +432,7 @@ def _infer_request_to_dict(request: kserve.InferRequest) -> dict[str, Any]:
     for tensor in request.inputs:
         try:
             data = np.asarray(tensor.as_numpy()).ravel().tolist()
+            data = [v.decode(errors="replace") if isinstance(v, bytes) else v for v in data]
         except Exception:
             raise ClientError(f"input '{tensor.name}' has no readable data", reason="bad_inputs") from None
         inputs.append({"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype, "data": data})

@@ -61,7 +61,7 @@ class ServingOptions:
     max_rows: int = DEFAULT_MAX_ROWS
     """More instances in one request get 400."""
     return_probabilities: bool = False
-    """Answer with class probabilities unless a request says otherwise."""
+    """Answer with class probabilities unless a request says otherwise (ignored for a regression model)."""
     use_onnx: bool = True
     """Use the verified ONNX fast path when the model directory has one."""
     payload_log_dir: Path | None = None

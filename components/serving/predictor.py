@@ -10,7 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from components.constants import MODEL_CARD_FILENAME, ONNX_FILENAME, ONNX_LABEL_OUTPUT, ONNX_PROBA_OUTPUT
+from components.constants import (
+    MODEL_CARD_FILENAME,
+    ONNX_FILENAME,
+    ONNX_LABEL_OUTPUT,
+    ONNX_NUMERIC_INPUT,
+    ONNX_PROBA_OUTPUT,
+    SERVING_PATH_ONNX,
+    TASK_REGRESSION,
+)
 from components.model_artifact import ModelCard, ModelIntegrityError, has_onnx, load_verified, version_id
 
 logger = logging.getLogger(__name__)
@@ -33,16 +41,16 @@ def _n_features_in(estimator: Any) -> int:
 
 
 class NonFiniteScores(ValueError):
-    """The model cannot compute with a row's values: NaN or infinite probabilities, or sklearn refused them."""
+    """The model cannot compute with a row's values: non-finite probabilities or numbers, or sklearn refused them."""
 
     def __init__(self, row: int) -> None:
-        super().__init__(f"row {row} gives non-finite probabilities")
+        super().__init__(f"row {row} gives non-finite scores")
         self.row = row
 
 
 @dataclass
 class Prediction:
-    """Labels for every row, plus class probabilities when they were asked for."""
+    """Labels (classification) or numbers (regression) for every row, plus class probabilities when asked for."""
 
     labels: np.ndarray
     probabilities: np.ndarray | None = None
@@ -67,12 +75,21 @@ class LoadedModel:
     """The served version: the short id of the directory digest (or the version the deploy recorded)."""
     _session: Any = field(default=None, repr=False)
     _input_name: str = ""
+    _label_output: str = ONNX_LABEL_OUTPUT
     _input_dtype: Any = np.float64
     _session_proba: bool = False
     _fixed_s: float = 0.0
     _per_row_s: float = 0.0
+    _typed: bool = False
+    _regression: bool = False
+    _feed: Any = field(default=None, repr=False)
+    """Typed models: rows -> the graph's inputs (`onnx_export.make_onnx_feed`), built once at load."""
+    _float32_inputs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        # Decided once here, never per request: the all-numeric float64 path stays exactly as fast as it was.
+        self._typed = not all(f.kind == "numeric" and not f.nullable for f in self.card.features)
+        self._regression = self.card.task == TASK_REGRESSION
         self._open_session()
         self._calibrate()
 
@@ -87,19 +104,32 @@ class LoadedModel:
 
     @property
     def has_probabilities(self) -> bool:
-        """Whether the model can return class probabilities."""
-        return hasattr(self.estimator, "predict_proba")
+        """Whether the model can return class probabilities (never for regression)."""
+        return not self._regression and hasattr(self.estimator, "predict_proba")
+
+    @property
+    def regression(self) -> bool:
+        """Whether the model predicts numbers rather than classes."""
+        return self._regression
 
     def predict(self, x: np.ndarray, *, probabilities: bool) -> Prediction:
-        """Predict labels (and probabilities if asked) for a validated float64 matrix.
+        """Predict labels or numbers (and probabilities if asked) for a validated input matrix.
+
+        Args:
+            x: float64 rows for an all-numeric model; for categorical or nullable features the object matrix of
+                `components.features.feature_matrix` (floats, str categories, np.nan for missing).
+            probabilities: Also return class probabilities (classification only).
 
         Raises:
-            NonFiniteScores: Probabilities came out NaN or infinite (the values overflow the model's arithmetic).
+            NonFiniteScores: Probabilities or predicted numbers came out NaN or infinite (the values overflow the
+                model's arithmetic).
         """
-        onnx = self._session is not None and (self._session_proba or not probabilities) and not _extreme(x)
-        if onnx:
-            wanted = [ONNX_LABEL_OUTPUT, ONNX_PROBA_OUTPUT] if probabilities else [ONNX_LABEL_OUTPUT]
-            outputs = self._session.run(wanted, {self._input_name: x.astype(self._input_dtype, copy=False)})
+        inputs = (
+            self._graph_inputs(x) if self._session is not None and (self._session_proba or not probabilities) else None
+        )
+        if inputs is not None:
+            wanted = [self._label_output, ONNX_PROBA_OUTPUT] if probabilities else [self._label_output]
+            outputs = self._session.run(wanted, inputs)
             proba = np.asarray(outputs[1], dtype=np.float64) if probabilities else None
             prediction = Prediction(np.asarray(outputs[0]).ravel(), proba)
         else:
@@ -111,10 +141,36 @@ class LoadedModel:
                 # sklearn's input check: a step overflowed (a scaler turning 1e38 into inf for float32 trees).
                 if "infinity" not in str(exc) and "too large" not in str(exc):
                     raise
-                raise NonFiniteScores(int(np.abs(x).max(axis=1).argmax())) from None
+                raise NonFiniteScores(self._largest_row(x)) from None
         if prediction.probabilities is not None and not np.isfinite(prediction.probabilities).all():
             raise NonFiniteScores(int(np.argwhere(~np.isfinite(prediction.probabilities))[0][0]))
+        if self._regression:
+            numbers = np.asarray(prediction.labels, dtype=np.float64)
+            if not np.isfinite(numbers).all():
+                raise NonFiniteScores(int(np.argwhere(~np.isfinite(numbers))[0][0]))
+            prediction.labels = numbers
         return prediction
+
+    def _graph_inputs(self, x: np.ndarray) -> dict[str, np.ndarray] | None:
+        """The ONNX feed for `x`, or None when a value is beyond the range the graph was proved on."""
+        if not self._typed:
+            return None if _extreme(x) else {self._input_name: x.astype(self._input_dtype, copy=False)}
+        inputs: dict[str, np.ndarray] = self._feed(x)
+        numbers = inputs.get(ONNX_NUMERIC_INPUT)
+        # NaN (missing) compares false: only real values beyond the bound send the request to joblib.
+        if numbers is not None and (np.abs(numbers) > ONNX_EXACT_MAGNITUDE).any():
+            return None
+        for name in self._float32_inputs:
+            inputs[name] = inputs[name].astype(np.float32)
+        return inputs
+
+    def _largest_row(self, x: np.ndarray) -> int:
+        """The row holding the largest numeric |value| (the one that overflowed)."""
+        if not self._typed:
+            return int(np.abs(x).max(axis=1).argmax())
+        numeric = [j for j, f in enumerate(self.card.features) if f.kind == "numeric"]
+        values = np.abs(np.asarray(x[:, numeric], dtype=np.float64))
+        return int(np.nan_to_num(values, nan=0.0).max(axis=1).argmax()) if numeric else 0
 
     def _predict_joblib(self, x: np.ndarray, *, probabilities: bool) -> Prediction:
         if probabilities:
@@ -130,6 +186,13 @@ class LoadedModel:
         if n_features == 0:
             return
         rows = np.random.default_rng(0).normal(size=(_CALIBRATION_ROWS, n_features))
+        if self._typed:
+            rows = rows.astype(object)
+            for j, feature in enumerate(self.card.features):
+                if feature.kind != "numeric":
+                    # Known categories in turn (an unknown one where none is known): every encoder branch runs.
+                    known = feature.categories or [""]
+                    rows[:, j] = [known[i % len(known)] for i in range(_CALIBRATION_ROWS)]
         timings = []
         for batch in (rows[:1], rows):
             try:
@@ -159,7 +222,20 @@ class LoadedModel:
         first_input = session.get_inputs()[0]
         self._input_name = first_input.name
         self._input_dtype = np.float32 if first_input.type == "tensor(float)" else np.float64
+        if self._typed:
+            from components.onnx_export import make_onnx_feed
+
+            # Per-kind inputs (numeric float, categorical string), split out of the object matrix the same way the
+            # export check fed them.
+            self._feed = make_onnx_feed(self.card.feature_schema)
+            self._float32_inputs = frozenset(i.name for i in session.get_inputs() if i.type == "tensor(float)")
         outputs = {out.name for out in session.get_outputs()}
+        if self._regression:
+            # A regressor's graph has one output, the predicted numbers ([N, 1] or [N]), whatever it is called.
+            self._label_output = session.get_outputs()[0].name
+        elif ONNX_LABEL_OUTPUT not in outputs:
+            logger.warning("%s has no '%s' output; serving with joblib", ONNX_FILENAME, ONNX_LABEL_OUTPUT)
+            return
         self._session_proba = ONNX_PROBA_OUTPUT in outputs and bool(self.card.onnx.get("has_probabilities", True))
         self._session = session
 
@@ -168,6 +244,7 @@ class LoadedModel:
         # so the already-verified bytes travel and each worker opens its own session.
         state = dict(self.__dict__)
         state["_session"] = None
+        state["_feed"] = None  # a closure; rebuilt with the session
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -199,7 +276,11 @@ def load_model(
     card = files.card
     check_card_matches(card, estimator)
     # The very bytes that were verified go to ONNX Runtime; the file is not read a second time.
-    onnx_bytes = files.contents[ONNX_FILENAME] if use_onnx and has_onnx(card) else None
+    onnx_bytes = (
+        files.contents[ONNX_FILENAME]
+        if use_onnx and card.serving_path == SERVING_PATH_ONNX and has_onnx(card)
+        else None
+    )
     model = LoadedModel(
         card=card, estimator=estimator, onnx_bytes=onnx_bytes, version=model_version or version_id(files.digest)
     )

@@ -18,10 +18,11 @@ printf '{"data":{"AWS_ACCESS_KEY_ID":"%s","AWS_SECRET_ACCESS_KEY":"%s"}}' "${acc
 kubectl -n "${MODELS_NAMESPACE}" patch secret kfp-object-store --type merge --patch-file "${patch_file}"
 
 runner="system:serviceaccount:kubeflow:pipeline-runner"
-# What the deploy step does: write InferenceServices, and read the rollout it starts (Deployments, pods).
+# What the deploy step does: write InferenceServices, read the rollout it starts (Deployments, pods), and keep
+# the version record (ConfigMap <model>-versions).
 for check in "get inferenceservices.serving.kserve.io" "create inferenceservices.serving.kserve.io" \
   "patch inferenceservices.serving.kserve.io" "delete inferenceservices.serving.kserve.io" \
-  "get deployments.apps" "list pods"; do
+  "get deployments.apps" "list pods" "get configmaps" "create configmaps" "update configmaps"; do
   read -r verb resource <<<"${check}"
   kubectl auth can-i "${verb}" "${resource}" -n "${MODELS_NAMESPACE}" --as="${runner}" >/dev/null \
     || { echo "RBAC: ${runner} cannot ${verb} ${resource} in ${MODELS_NAMESPACE}" >&2; exit 1; }

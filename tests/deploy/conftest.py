@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 import yaml
 
 from components.constants import DEFAULT_MODEL_NAME, DEPLOYER_ROLE_NAME
-from tests.fakes.fake_kube_api import FakeKubeApi, FakePredictor
+from tests.fakes.fake_kube_api import FakeKubeApi, FakePredictor, Outcome
 from tests.fakes.kserve_webhook import webhook_errors
 from tests.manifests.kube_schemas import MANIFESTS, SHARED_SCHEMAS, crd_errors
 
@@ -58,3 +59,26 @@ def predictor(make_model_dir) -> Iterator[FakePredictor]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def kubeconfig(tmp_path, monkeypatch, fake_api: FakeKubeApi, predictor):
+    """Point the kubernetes client at the fake API, and the fake's predictor address at a real endpoint."""
+    fake_api.address_template = predictor.base_url
+    # The step polls every 5 s; pods that are ready on the first reconcile keep these tests short.
+    fake_api.controller = lambda obj: Outcome("ready", after_reads=1)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": fake_api.base_url}}],
+        "users": [{"name": "runner", "user": {"token": "fake"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner"}}],
+        "current-context": "fake",
+    }
+    path = tmp_path / "kubeconfig"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    # The client reads $KUBECONFIG once, at import time.
+    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(path))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    return path

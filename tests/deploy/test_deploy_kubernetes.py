@@ -591,6 +591,7 @@ def test_the_projects_role_is_what_the_fake_enforces_and_it_suffices(
         "inferenceservices.serving.kserve.io": {"get", "create", "patch", "delete"},
         "deployments.apps": {"get", "list", "watch"},
         "pods": {"get", "list", "watch"},
+        "configmaps": {"get", "create", "update"},  # the version record (tests/deploy/test_cluster_versions.py)
     }
     _, card = make_model_dir()
     predictor.broken = True

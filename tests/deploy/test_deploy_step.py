@@ -2,8 +2,6 @@
 kubeconfig (in a pod: the in-cluster config), the InferenceService built from the model artifact, then
 create-or-patch against a fake API server over HTTP and a smoke predict against a real predictor endpoint."""
 
-import json
-
 import pytest
 
 from components.constants import (
@@ -17,34 +15,10 @@ from components.deploy import deploy_model
 from components.deploy.cluster import DeployForbiddenError
 from components.deploy.inference_service import LINEAGE_MODEL_SHA256, LINEAGE_RUN_ID, LINEAGE_RUN_NAME
 from components.model_artifact import ModelIntegrityError, directory_digest, version_id
-from tests.fakes.fake_kube_api import FakeKubeApi, Outcome
 
 RUN_ID = "3f1c2a9e-6b1d-4c1e-9a51-2f4e8c7d1b20"
 # KFP's layout: <pipeline root>/<pipeline name>/<run id>/<task>/<uuid>/<output> (backend/src/v2/driver/driver.go).
 ARTIFACT_URI = f"minio://mlpipeline/v2/artifacts/sklearn-kserve-training/{RUN_ID}/train/5d0e1f3a-8c2b/model"
-
-
-@pytest.fixture
-def kubeconfig(tmp_path, monkeypatch, fake_api: FakeKubeApi, predictor):
-    """Point the kubernetes client at the fake API, and the fake's predictor address at a real endpoint."""
-    fake_api.address_template = predictor.base_url
-    # The step polls every 5 s; pods that are ready on the first reconcile keep these tests short.
-    fake_api.controller = lambda obj: Outcome("ready", after_reads=1)
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": fake_api.base_url}}],
-        "users": [{"name": "runner", "user": {"token": "fake"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "runner"}}],
-        "current-context": "fake",
-    }
-    path = tmp_path / "kubeconfig"
-    path.write_text(json.dumps(config))
-    monkeypatch.setenv("KUBECONFIG", str(path))
-    # The client reads $KUBECONFIG once, at import time.
-    monkeypatch.setattr("kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(path))
-    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    return path
 
 
 def deploy(model_dir, **overrides):

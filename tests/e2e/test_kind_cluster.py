@@ -86,6 +86,10 @@ def test_platform_and_project_manifests_are_installed(custom_api):
         ("delete", f"{INFERENCE_SERVICE_PLURAL}.{KSERVE_GROUP}", "yes"),
         ("get", "deployments.apps", "yes"),
         ("list", "pods", "yes"),
+        ("get", "configmaps", "yes"),  # the version record (components/deploy/cluster_versions.py)
+        ("create", "configmaps", "yes"),
+        ("update", "configmaps", "yes"),
+        ("delete", "configmaps", "no"),
         ("patch", "deployments.apps", "no"),
         ("delete", "pods", "no"),
         ("get", "pods/log", "no"),

@@ -4,6 +4,8 @@ The API server, where the deploy step depends on it:
 - POST/GET/PATCH (application/merge-patch+json only, like custom resources)/PUT/DELETE on
   /apis/serving.kserve.io/v1beta1/namespaces/{ns}/inferenceservices[/{name}]; GET on
   /apis/apps/v1/namespaces/{ns}/deployments/{name} and /api/v1/namespaces/{ns}/pods?labelSelector=k=v,...;
+  POST/GET/PUT/DELETE on /api/v1/namespaces/{ns}/configmaps[/{name}] (PUT with a stale resourceVersion: 409
+  Conflict; data above 1 MiB: 422);
 - 404 for a missing object or namespace, 409 AlreadyExists on create and Conflict on a stale resourceVersion,
   403 Forbidden in the API server's wording for what RBAC denies (per resource, from the project's Role), 415 for
   other patch types, 422 for objects the CRD schema rejects (when a validator is given);
@@ -59,6 +61,10 @@ _ITEM = re.compile(
 )
 _DEPLOYMENT = re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)$")
 _PODS = re.compile(r"^/api/v1/namespaces/([^/]+)/pods$")
+_CONFIG_MAPS = re.compile(r"^/api/v1/namespaces/([^/]+)/configmaps(?:/([^/]+))?$")
+CONFIG_MAPS = "configmaps"
+CONFIG_MAP_MAX_BYTES = 1024 * 1024
+"""The API server refuses ConfigMap data above 1 MiB (kubernetes pkg/apis/core/validation, ValidateConfigMap)."""
 RESOURCE = f"{INFERENCE_SERVICE_PLURAL}.{KSERVE_GROUP}"
 DEPLOYMENTS = "deployments.apps"
 PODS = "pods"
@@ -276,10 +282,13 @@ class FakeKubeApi:
     arbitrary upstream, so tests pick the case they need."""
     requests: list[tuple[str, str, str, Any]] = field(default_factory=list)
     """(method, path, content type, decoded body) of every request, for assertions."""
+    before_config_map_write: Callable[[], None] | None = None
+    """Run (outside the lock) before each ConfigMap create or update is applied: a test plays another writer."""
 
     def __post_init__(self) -> None:
         self._objects: dict[tuple[str, str], _Tracked] = {}
         self._deployments: dict[tuple[str, str], _Deployment] = {}
+        self._config_maps: dict[tuple[str, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._versions = itertools.count(1000)
         self._pod_names = itertools.count(1)
@@ -325,6 +334,22 @@ class FakeKubeApi:
             found = self._deployments.get((namespace, deployment))
             return [p.as_json(namespace) for p in found.pods] if found else []
 
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """A ConfigMap as stored."""
+        with self._lock:
+            found = self._config_maps.get((namespace, name))
+            return copy.deepcopy(found) if found else None
+
+    def put_config_map(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        """Create or overwrite a ConfigMap directly (test setup; a new resourceVersion, as any write)."""
+        with self._lock:
+            self._config_maps[(namespace, name)] = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": name, "namespace": namespace, "resourceVersion": str(next(self._versions))},
+                "data": dict(data),
+            }
+
     def methods(self) -> list[str]:
         """HTTP methods received, in order."""
         return [method for method, *_ in self.requests]
@@ -355,6 +380,8 @@ class FakeKubeApi:
         self.requests.append((method, path, content_type, body))
         if method == "GET" and (match := _DEPLOYMENT.match(path) or _PODS.match(path)):
             return self._read_workload(match, query)
+        if match := _CONFIG_MAPS.match(path):
+            return self._config_map_request(method, match.group(1), match.group(2), body)
         item, collection = _ITEM.match(path), _COLLECTION.match(path)
         verb = {"GET": "get", "POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method, "")
         if not (item or collection) or (collection and method != "POST"):
@@ -397,6 +424,53 @@ class FakeKubeApi:
                     return 400, _status(400, "BadRequest", "the body must be a JSON object")
                 return self._write(tracked, body, body)
         return 405, _status(405, "MethodNotAllowed", f"{method} is not supported")
+
+    def _config_map_request(
+        self, method: str, namespace: str, name: str | None, body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        verb = {"GET": "get", "POST": "create", "PUT": "update", "DELETE": "delete", "PATCH": "patch"}.get(method, "")
+        if name is None and method != "POST":
+            verb = "list" if method == "GET" else verb
+        if denied := self._forbidden(verb, CONFIG_MAPS, name, namespace):
+            return denied
+        if namespace not in self.namespaces:
+            return 404, _status(404, "NotFound", f'namespaces "{namespace}" not found', {"name": namespace})
+        if method in ("POST", "PUT"):
+            if not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
+                return 422, _status(422, "Invalid", "metadata.name: Required value")
+            size = sum(len(k) + len(str(v).encode()) for k, v in (body.get("data") or {}).items())
+            if size > CONFIG_MAP_MAX_BYTES:
+                return 422, _status(422, "Invalid", f"[]: Too long: must have at most {CONFIG_MAP_MAX_BYTES} bytes")
+            if self.before_config_map_write is not None:
+                self.before_config_map_write()
+        with self._lock:
+            key = (namespace, name or (body or {}).get("metadata", {}).get("name", ""))
+            stored = self._config_maps.get(key)
+            if method == "POST":
+                if stored is not None:
+                    return 409, _status(409, "AlreadyExists", f'configmaps "{key[1]}" already exists', {"name": key[1]})
+            elif stored is None:
+                return 404, _status(404, "NotFound", f'configmaps "{key[1]}" not found', {"name": key[1]})
+            if method == "GET":
+                return 200, copy.deepcopy(stored)
+            if method == "DELETE":
+                del self._config_maps[key]
+                return 200, copy.deepcopy(stored)
+            if method not in ("POST", "PUT"):
+                return 405, _status(405, "MethodNotAllowed", f"{method} is not supported here")
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if method == "PUT" and sent is not None and sent != stored["metadata"]["resourceVersion"]:
+                return 409, _status(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on configmaps "{key[1]}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                    {"name": key[1]},
+                )
+            obj = copy.deepcopy(body)
+            obj["metadata"].update(namespace=namespace, resourceVersion=str(next(self._versions)))
+            self._config_maps[key] = obj
+            return (201 if method == "POST" else 200), copy.deepcopy(obj)
 
     def _read_workload(self, match: re.Match[str], query: str) -> tuple[int, dict[str, Any]]:
         """GET one Deployment, or list pods by label selector (as the controller left them at the last read)."""

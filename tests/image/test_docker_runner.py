@@ -106,11 +106,23 @@ def docker_run(docker_env, tmp_path_factory) -> tuple[Path, subprocess.Completed
 def test_every_step_runs_in_the_image_and_deploys_into_the_hosts_store(docker_run):
     cwd, proc = docker_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for step in ("load-data", "train", "evaluate", "deploy"):
+    steps = (
+        "load-data",
+        "expand-search",
+        "score-candidate",
+        "select-candidate",
+        "train",
+        "evaluate",
+        "champion-vs-challenger",
+        "deploy",
+    )
+    for step in steps:
         assert f"  < {step} ok in " in proc.stdout, proc.stdout[-3000:]
     assert "Traceback" not in proc.stdout + proc.stderr
     log = next((cwd / "out" / "logs").glob("run-*.log")).read_text()
-    assert log.count(f"{STEP_CONTAINER_PREFIX} ") == 4 and log.count(f" from {DEFAULT_IMAGE}") == 4, "one per step"
+    containers = len(steps)
+    assert log.count(f"{STEP_CONTAINER_PREFIX} ") == containers, "one container per step"
+    assert log.count(f" from {DEFAULT_IMAGE}") == containers, "every step on the project image"
 
     store = (cwd / "out" / LOCAL_STORE_DIRNAME).resolve()
     live = current(store, DEFAULT_MODEL_NAME)
@@ -145,10 +157,11 @@ def test_serve_after_a_docker_run_answers_v1_predict_like_the_deployed_model(doc
 def test_a_failing_step_in_a_container_fails_the_run_with_its_own_error(docker_env, tmp_path):
     # The step's exit code must survive the container's removal: podman answers 500 "no such container" where kfp
     # expects Docker's 404 (and on 404 kfp assumes success). The CSV is mounted read-only from the host.
-    data = pd.DataFrame({"a": np.arange(10.0), "b": ["x"] * 10, DEFAULT_LABEL_COLUMN: [0, 1] * 5})
+    data = pd.DataFrame({"a": np.arange(10.0), "b": np.ones(10), DEFAULT_LABEL_COLUMN: [0] * 10})
     data.to_csv(tmp_path / "bad.csv", index=False)
     proc = _run(tmp_path, docker_env, "--dataset", "bad.csv", "--model-name", "bad-csv")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "Run failed: DataValidationError: feature columns must be numeric" in proc.stderr, proc.stderr[-3000:]
+    failure = f"Run failed: DataValidationError: label column '{DEFAULT_LABEL_COLUMN}' needs at least two classes"
+    assert failure in proc.stderr, proc.stderr[-3000:]
     assert "no such container" not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr

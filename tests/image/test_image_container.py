@@ -218,8 +218,13 @@ def test_component_runs_the_way_kfp_runs_it(image: str, tmp_path: Path) -> None:
     bucket_path = run_root.removeprefix("minio://")
     import pandas as pd
 
-    frames = {name: pd.read_parquet(bucket_dir / bucket_path / name) for name in outputs}
-    assert set(frames) == {"train_data", "test_data"}
+    from components.features import read_schema
+
+    assert set(outputs) == {"train_data", "test_data", "feature_schema"}
+    frames = {name: pd.read_parquet(bucket_dir / bucket_path / name) for name in ("train_data", "test_data")}
+    schema = read_schema(bucket_dir / bucket_path / "feature_schema")
+    assert schema.task == "classification" and schema.label_column == DEFAULT_LABEL_COLUMN
+    assert schema.names == [column for column in frames["train_data"].columns if column != DEFAULT_LABEL_COLUMN]
     assert all(DEFAULT_LABEL_COLUMN in frame.columns for frame in frames.values())
     assert len(frames["test_data"]) > 0
     assert len(frames["train_data"]) > len(frames["test_data"])

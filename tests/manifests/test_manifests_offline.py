@@ -181,7 +181,8 @@ def test_deployer_role_grants_exactly_the_verbs_the_deploy_step_uses(rendered):
     objects = rendered["base"]
     (role,) = by_kind(objects, "Role")
     assert role["metadata"]["name"] == constants.DEPLOYER_ROLE_NAME
-    # InferenceServices to write them; Deployments and pods read-only, to follow the rollout (deploy/cluster.py).
+    # InferenceServices to write them; Deployments and pods read-only, to follow the rollout (deploy/cluster.py);
+    # the version record's ConfigMap read-modify-written (deploy/cluster_versions.py): no list, patch or delete.
     assert role["rules"] == [
         {
             "apiGroups": [constants.KSERVE_GROUP],
@@ -190,6 +191,7 @@ def test_deployer_role_grants_exactly_the_verbs_the_deploy_step_uses(rendered):
         },
         {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
     ]
     (binding,) = by_kind(objects, "RoleBinding")
     assert binding["roleRef"]["name"] == constants.DEPLOYER_ROLE_NAME

@@ -129,13 +129,6 @@ def test_too_few_records_is_not_enough_data_never_drift(iris_frame: pd.DataFrame
     json.dumps(empty.to_dict(), allow_nan=False)  # NaN means (no rows) become null, not invalid JSON
 
 
-def test_rows_with_missing_values_do_not_count(iris_frame: pd.DataFrame) -> None:
-    profile = build_reference_profile(iris_frame)
-    window = iris_frame.copy()
-    window.iloc[:10, 0] = math.nan
-    assert detect_drift(profile, window, min_records=1).records == len(iris_frame) - 10
-
-
 def test_window_without_a_profiled_feature_is_refused(iris_frame: pd.DataFrame) -> None:
     profile = build_reference_profile(iris_frame)
     with pytest.raises(DriftInputError, match="petal width"):

@@ -101,3 +101,31 @@ def test_the_table_has_a_std_ratio_column_with_each_features_ratio(iris_frame: p
     rows = {row[0]: row for row in parse_all(page).cells if row}
     assert rows[column][1] == "DRIFT (spread)" and float(rows[column][5]) == pytest.approx(2.0, rel=1e-3)
     assert float(rows["sepal length (cm)"][5]) == pytest.approx(1.0)
+
+
+def test_a_typed_report_names_the_categories_that_moved_and_says_what_to_do() -> None:
+    import numpy as np
+
+    from components.features import Feature, FeatureSchema
+
+    # given: a regression model on a categorical and a numeric feature; live traffic brings a new category
+    rng = np.random.default_rng(0)
+    schema = FeatureSchema(task="regression", task_reason="given", label_column="y", features=[
+        Feature(name="city", kind="categorical", categories=["Lyon", "Oslo", "Rome"]),
+        Feature(name="rooms", kind="numeric"),
+    ])  # fmt: skip
+    train = pd.DataFrame({"city": rng.choice(["Lyon", "Oslo", "Rome"], 600), "rooms": rng.normal(3, 1, 600)})
+    profile = build_reference_profile(train, schema, rng.normal(200, 30, 600))
+    window = pd.DataFrame({"city": rng.choice(["Lyon", "Oslo", "Rome", "Kyiv<"], 300), "rooms": rng.normal(3, 1, 300),
+                           "prediction": rng.normal(200, 30, 300)})  # fmt: skip
+    report = detect_drift(profile, window)
+    page = render_drift_report_html(report, profile, window)
+    parsed = parse_all(page)
+    rows = {row[0]: row for row in parsed.cells if row}
+    # then: the feature, the reason, the share and the new category are on the page, escaped
+    assert rows["city"][1] == "DRIFT (unseen)" and rows["city"][10] == "categorical"
+    assert float(rows["city"][12].rstrip("%")) == pytest.approx(100 * report.features[0].unseen_share, abs=0.1)
+    assert "new: Kyiv&lt; (" in page and "Kyiv<" not in page
+    assert "What to do" in page and "never saw" in page and "(unseen)" in page  # the action and the unseen bar
+    assert rows["prediction"][1] == DRIFT_STATUS_OK  # the predictions have a row and a chart of their own
+    assert parsed.tags["svg"] == 3 and parsed.tags["tr"] == 4

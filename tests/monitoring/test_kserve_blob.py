@@ -87,3 +87,21 @@ def test_blob_logger_spec_validates_against_the_kserve_crd(shared_schemas: Path)
     assert spec["batchSize"] == 100 and spec["batchInterval"] == "60s"
     with pytest.raises(ValueError, match="s3://"):
         kserve_blob_logger_spec("http://sink", service_account="sa")
+
+
+def test_a_typed_model_s_blob_records_keep_category_texts_and_skip_bad_numbers(tmp_path: Path) -> None:
+    # given: blob-logger records of a model with a categorical 'city' (rows as objects, a null, a bad number)
+    when = "2026-11-27T10:15:30.123456789Z"
+    records = [
+        log_request("a", CE_TYPE_INFERENCE_REQUEST, {"instances": [{"city": "Lyon", "rooms": 3}, {"city": None,
+                                                                                                 "rooms": 2}]}, when),
+        log_request("a", CE_TYPE_INFERENCE_RESPONSE, {"predictions": [200.0, 150.0]}, when),
+        log_request("b", CE_TYPE_INFERENCE_REQUEST, {"instances": [["Oslo", "many"]]}, when),
+        log_request("b", CE_TYPE_INFERENCE_RESPONSE, {"predictions": [1.0]}, when),
+    ]  # fmt: skip
+    write_object(tmp_path, "sklearn-iris/records.json", records)
+    # when: read with the profile's kinds, then: 'city' as text (null kept), the bad record skipped and counted
+    window = read_kserve_blob_window(tmp_path, feature_names=["city", "rooms"], model_name="sklearn-iris", start=None,
+                                     end=None, categorical=["city"])  # fmt: skip
+    assert window["city"].tolist() == ["Lyon", None] and window["rooms"].tolist() == [3.0, 2.0]
+    assert window.attrs["skipped"] == 1

@@ -16,8 +16,10 @@ import yaml
 from components.constants import (
     DEFAULT_IMAGE,
     DEFAULT_MIN_RECORDS,
+    DEFAULT_MISSING_RATE_THRESHOLD,
     DEFAULT_MODEL_NAME,
     DEFAULT_STD_RATIO_THRESHOLD,
+    DEFAULT_UNSEEN_THRESHOLD,
     DRIFT_STATUS_DRIFT,
     DRIFT_STATUS_NOT_ENOUGH_DATA,
     DRIFT_STATUS_OK,
@@ -135,10 +137,14 @@ def test_compiled_pipeline_has_the_check_and_both_branches(tmp_path: Path) -> No
 
     from components.monitoring.kfp_components import check_drift
 
-    default = inspect.signature(check_drift).parameters["std_ratio_threshold"].default
-    assert default == DEFAULT_STD_RATIO_THRESHOLD  # a literal there: KFP executes the function's source alone
-    threshold = declared["std_ratio_threshold"]
-    assert (threshold["defaultValue"], threshold["parameterType"]) == (DEFAULT_STD_RATIO_THRESHOLD, "NUMBER_DOUBLE")
+    for name, value in (("std_ratio_threshold", DEFAULT_STD_RATIO_THRESHOLD),
+                        ("missing_rate_threshold", DEFAULT_MISSING_RATE_THRESHOLD),
+                        ("unseen_threshold", DEFAULT_UNSEEN_THRESHOLD)):  # fmt: skip
+        default = inspect.signature(check_drift).parameters[name].default
+        assert default == value  # a literal there: KFP executes the function's source alone
+        threshold = declared[name]
+        assert (threshold["defaultValue"], threshold["parameterType"]) == (value, "NUMBER_DOUBLE")
+        assert check_inputs[name] == {"componentInputParameter": name}
     # on a cluster the check reads the object store with KFP's own Secret
     (secret,) = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-check-drift"]["secretAsEnv"]
     assert secret["secretName"] == KFP_ARTIFACT_SECRET_NAME and secret["optional"] is True

@@ -118,6 +118,7 @@ def test_training_arguments_come_from_the_live_models_card(make_model_dir) -> No
         "model_family": "random_forest",
         "hyperparameters": card.hyperparameters,
         "label_column": card.label_column,
+        "task": "classification",  # pinned: a retrained model keeps its task
         "model_name": "sklearn-iris",
         "dataset": "new-data.csv",
     }
@@ -140,7 +141,9 @@ def test_pipeline_parameters_a_card_records_are_used_too(make_model_dir) -> None
 def test_the_local_training_command_is_one_pipeline_py_run_accepts() -> None:
     arguments = {"dataset": "data/new.csv", "model_family": "random_forest", "label_column": "species",
                  "hyperparameters": {"n_estimators": 50}, "model_name": "flowers", "seed": 3, "test_fraction": 0.25,
-                 "min_accuracy": 0.8, "namespace": "not-a-run-flag"}  # fmt: skip
+                 "min_accuracy": 0.8, "namespace": "not-a-run-flag", "task": "regression",
+                 "feature_types": {"zip": "categorical", "id": "drop"}, "gate_metric": "r2",
+                 "gate_threshold": 0.5}  # fmt: skip
     command = local_training_command(arguments, pipeline_script=Path("pipeline.py"), root=Path("out"))
     assert command[:3] == ["python", "pipeline.py", "run"] and "namespace" not in describe_command(command)
     typed = shlex.split(describe_command(command))[2:]  # what the user would type
@@ -151,6 +154,8 @@ def test_the_local_training_command_is_one_pipeline_py_run_accepts() -> None:
     )  # fmt: skip
     assert parsed.hyperparameters == {"n_estimators": 50} and parsed.seed == 3
     assert parsed.test_fraction == 0.25 and parsed.min_accuracy == 0.8
+    assert parsed.task == "regression" and parsed.feature_types == {"zip": "categorical", "id": "drop"}
+    assert (parsed.gate_metric, parsed.gate_threshold) == ("r2", 0.5)
 
 
 def test_trigger_submits_the_package_through_the_submitter(kfp_api, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from components.constants import (
     PAYLOAD_COLUMN_TIMESTAMP,
     PAYLOAD_SOURCE_KSERVE_LOGGER,
 )
+from components.features import Feature
 from components.monitoring.payload_reader import read_payload_window
 from components.monitoring.sink import (
     CloudEventError,
@@ -26,6 +27,7 @@ from components.monitoring.sink import (
     build_app,
     decode_cloudevent,
     parse_feature_names,
+    parse_features,
 )
 from components.payload_log import PayloadLogWriter, logger_spec
 
@@ -205,3 +207,52 @@ def test_oversized_events_get_413(sink) -> None:
         big = request_body([[1.0, 2.0, 3.0, 4.0]] * 20)
         response = client.post("/", content=big, headers=kserve_headers("big", CE_TYPE_INFERENCE_REQUEST))
     assert response.status_code == 413 and sink.stats.events == 0
+
+
+def test_typed_requests_as_objects_and_per_feature_v2_inputs_are_logged_with_string_categories(
+    tmp_path: Path,
+) -> None:
+    # given: a sink for a model with a categorical feature, configured from the card's features as the CLI does
+    features = parse_features(json.dumps([
+        {"name": "city", "kind": "categorical", "categories": ["Lyon", "Oslo"], "nullable": True},
+        {"name": "rooms", "kind": "numeric", "nullable": True},
+    ]))  # fmt: skip
+    assert features == [Feature(name="city", kind="categorical", categories=["Lyon", "Oslo"], nullable=True),
+                        Feature(name="rooms", kind="numeric", nullable=True)]  # fmt: skip
+
+    def factory(model_name: str, model_sha256: str) -> PayloadLogWriter:
+        return PayloadLogWriter(tmp_path, model_name=model_name, model_sha256=model_sha256, features=features)
+
+    sink = PayloadEventSink(factory, feature_names=["city", "rooms"], categorical=["city"])
+    # when: a V1 request with rows as objects (a null, an unseen city) and a V2 request with one input per feature
+    v1 = {"instances": [{"city": "Lyon", "rooms": 3}, {"city": "Kyiv", "rooms": None}, {"rooms": 2.5}]}
+    v2 = {"inputs": [{"name": "rooms", "datatype": "FP64", "shape": [2], "data": [4.0, 1.0]},
+                     {"name": "city", "datatype": "BYTES", "shape": [2, 1], "data": [["Oslo"], ["Lyon"]]}]}  # fmt: skip
+    for event_id, request, predictions in (("a", v1, [210.0, 180.5, 99.0]), ("b", v2, [250.0, 120.0])):
+        sink.handle(kserve_headers(event_id, CE_TYPE_INFERENCE_REQUEST), json.dumps(request).encode())
+        sink.handle(kserve_headers(event_id, CE_TYPE_INFERENCE_RESPONSE), response_body(predictions))
+    sink.close()
+    # then: the log has the categories as strings, nulls as nulls, numbers as numbers, in the features' order
+    frame = read_payload_window(tmp_path, model_name="sklearn-iris", start=None, end=None)
+    assert frame["city"].tolist() == ["Lyon", "Kyiv", None, "Oslo", "Lyon"]
+    assert frame["rooms"].fillna(-1).tolist() == [3.0, -1, 2.5, 4.0, 1.0]
+    assert frame[PAYLOAD_COLUMN_PREDICTION].astype(float).tolist() == [210.0, 180.5, 99.0, 250.0, 120.0]
+    assert sink.stats.records == 5 and sink.stats.mismatched_pairs == 0
+
+
+def test_a_numeric_feature_sent_as_text_is_skipped_and_objects_need_the_feature_names(tmp_path: Path) -> None:
+    def factory(model_name: str, model_sha256: str) -> PayloadLogWriter:
+        return PayloadLogWriter(tmp_path, model_name=model_name, model_sha256=model_sha256,
+                                features=parse_features('[{"name": "city", "kind": "categorical"},'
+                                                        ' {"name": "rooms", "kind": "numeric"}]'))  # fmt: skip
+
+    sink = PayloadEventSink(factory, feature_names=["city", "rooms"], categorical=["city"])
+    sink.handle(kserve_headers("x", CE_TYPE_INFERENCE_REQUEST), request_body([["Lyon", "three"]]))
+    sink.handle(kserve_headers("x", CE_TYPE_INFERENCE_RESPONSE), response_body([1.0]))
+    sink.close()
+    assert sink.stats.records == 0 and sink.stats.mismatched_pairs == 1
+    untyped = PayloadEventSink(factory)
+    with pytest.raises(CloudEventError, match="--features"):
+        untyped.handle(kserve_headers("y", CE_TYPE_INFERENCE_REQUEST), json.dumps({"instances": [{"a": 1}]}).encode())
+    with pytest.raises(ValueError, match="model card's features"):
+        parse_features('[{"name": "x", "kind": "text"}]')

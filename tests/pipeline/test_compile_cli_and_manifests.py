@@ -139,7 +139,7 @@ def test_compile_with_another_image_writes_build_and_leaves_the_committed_files_
     assert pipeline.main(["compile", "--image", CUSTOM_IMAGE]) == 0
     assert {path: path.read_bytes() for path in committed} == before
     assert "the committed YAMLs are unchanged" in capsys.readouterr().out
-    built = yaml.safe_load((tmp_path / "build" / "pipeline.yaml").read_text())
+    built, _platform = yaml.safe_load_all((tmp_path / "build" / "pipeline.yaml").read_text())
     assert {e["container"]["image"] for e in built["deploymentSpec"]["executors"].values()} == {CUSTOM_IMAGE}
     version = list(yaml.safe_load_all((tmp_path / "build/manifests/pipelines/sklearn-kserve-training.yaml").open()))
     images = {

@@ -22,10 +22,21 @@ REFUSALS = [
     (["--seed", "-1"], ("seed=-1",), "seed must be an integer between 0 and 4294967295, got -1"),
     (["--model-name", "Iris_Model"], ("model_name=Iris_Model",), "model name 'Iris_Model' must be lowercase letters"),
     (
-        ["--model-family", "svm"],
-        ("model_family=svm",),
-        "unknown model_family 'svm'; choose one of: logistic_regression",
+        ["--model-family", "os.system"],
+        ("model_family=os.system",),
+        "unknown model_family 'os.system'; choose auto, one of logistic_regression",
     ),
+    (
+        ["--search-space", '[{"model_family": "random_forest", "grid": {"max_depth": []}}]'],
+        ('search_space=[{"model_family": "random_forest", "grid": {"max_depth": []}}]',),
+        "search_space[0].grid.max_depth must be a non-empty list of values, not []",
+    ),
+    (
+        ["--gate-metric", "rmse", "--task", "classification"],
+        ("gate_metric=rmse", "task=classification"),
+        "gate_metric 'rmse' is a regression metric but this is a classification model",
+    ),
+    (["--min-improvement", "-0.5"], ("min_improvement=-0.5",), "min_improvement must be a finite number of at least 0"),
     (
         ["--hyperparameters", '{"C": -1}'],
         ('hyperparameters={"C": -1}',),
@@ -101,6 +112,16 @@ def test_check_writable_accepts_a_new_directory_under_a_writable_one(tmp_path):
         check_writable(tmp_path / "f" / "x", what="--root")
 
 
+def test_an_int_that_kfp_turns_into_a_double_is_refused_in_a_search_candidate_too():
+    space = [{"model_family": "random_forest", "hyperparameters": {"max_features": 1}}]
+    with pytest.raises(ParameterError, match=r"hyperparameter max_features=1 would reach the step as 1\.0"):
+        validate_parameters({**DEFAULTS, "search_space": space}, accepted=DEFAULTS)
+    validate_parameters(
+        {**DEFAULTS, "search_space": [{"model_family": "random_forest", "grid": {"n_estimators": [5]}}]},
+        accepted=DEFAULTS,
+    )
+
+
 def test_the_defaults_of_the_compiled_pipeline_pass():
     validate_parameters(DEFAULTS, accepted=DEFAULTS)
     assert DEFAULTS["model_name"] == default_model_name(DEFAULTS["dataset"]) == DEFAULT_MODEL_NAME
@@ -121,6 +142,23 @@ def test_the_defaults_of_the_compiled_pipeline_pass():
         ({"local_store": ""}, "local_store must be a non-empty path"),
         ({"hyperparameters": [1]}, "hyperparameters must be a JSON object"),
         ({"model_name": "m" * (MAX_MODEL_NAME_LENGTH + 1)}, "characters long; at most 46 are allowed"),
+        ({"task": "ranking"}, "task must be one of classification, regression or empty"),
+        ({"task": 1}, "task must be a string"),
+        ({"feature_types": ["a"]}, "feature_types must be a JSON object"),
+        ({"feature_types": {"a": "text"}}, "feature_types['a'] must be one of numeric, categorical, drop, got 'text'"),
+        ({"model_family": "sklearn.cluster.KMeans"}, "sklearn.cluster.KMeans"),
+        ({"model_family": "ridge", "task": "classification"}, "model_family 'ridge' has no classifier"),
+        ({"search_space": {"model_family": "svm"}}, "search_space must be a JSON list"),
+        ({"search_space": [{"model_family": "svm"}] * 2}, "search_space lists the same configuration twice"),
+        ({"search_space": [{"model_family": "svm", "hyperparameters": {"C": -1}}]}, "search_space candidate 0"),
+        ({"cv_folds": 1}, "cv_folds must be an integer between 2 and 20, got 1"),
+        ({"cv_folds": 5.0}, "cv_folds must be an integer between 2 and 20, got 5.0"),
+        ({"gate_metric": "auc"}, "gate_metric 'auc' is not a known metric: use one of accuracy"),
+        ({"gate_metric": "accuracy", "gate_threshold": 2.0}, "gate_threshold for accuracy must be within [0, 1]"),
+        ({"gate_threshold": "high"}, "gate_threshold must be a number, got 'high'"),
+        ({"min_improvement": float("nan")}, "min_improvement must be a finite number of at least 0"),
+        ({"mlflow_tracking_uri": "mlflow:5000"}, "mlflow_tracking_uri must be empty or a URI of scheme http"),
+        ({"s3_endpoint": "seaweedfs:9000"}, "s3_endpoint must be empty or an http(s):// URL"),
     ],
 )
 def test_each_parameter_is_checked_with_a_message_naming_it(override, message):

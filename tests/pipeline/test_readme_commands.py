@@ -130,12 +130,13 @@ def test_every_command_of_the_readme_block_runs_as_written(user_dir, kfp_api, tm
         checked.append(command)
 
     store = user_dir / "local_outputs" / LOCAL_STORE_DIRNAME
-    forest = read_model_card(Path(current(store, "sklearn-iris").model_dir))  # the second run replaced the first
+    forest = read_model_card(Path(current(store, "iris-forest").model_dir))  # a model of its own: no champion yet
+    assert read_model_card(Path(current(store, "sklearn-iris").model_dir)).model_family == "logistic_regression"
     assert forest.model_family == "random_forest"
     assert forest.hyperparameters["n_estimators"] == 200
     assert isinstance(forest.hyperparameters["n_estimators"], int), "an int, not the 200.0 KFP's Struct carries"
     assert read_model_card(Path(current(store, "sklearn-data").model_dir)).label_column == "species"
-    image_yaml = yaml.safe_load((REPO / "build" / "pipeline.yaml").read_text())
+    image_yaml, _platform = yaml.safe_load_all((REPO / "build" / "pipeline.yaml").read_text())
     images = {e["container"]["image"] for e in image_yaml["deploymentSpec"]["executors"].values()}
     assert images == {"REG/IMG:TAG"}
     assert {path: path.read_bytes() for path in committed} == committed, (

@@ -27,5 +27,7 @@ def test_submit_sends_the_committed_spec_every_parameter_and_a_model_name_from_t
     assert sent["hyperparameters"] == {"n_estimators": 7}
     assert set(sent) == set(pipeline.pipeline_defaults()), "every parameter, explicit"
     # The uploaded spec is the committed one (default image), and compiling for it left the file untouched.
-    assert run["pipeline_spec"] == yaml.safe_load(committed)
+    # kfp.Client sends the spec and the platform spec (the champion step's Secret as env) as one object.
+    spec, platform = yaml.safe_load_all(committed)
+    assert run["pipeline_spec"] == {"pipeline_spec": spec, "platform_spec": platform}
     assert pipeline.PIPELINE_FILE.read_bytes() == committed

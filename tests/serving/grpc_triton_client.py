@@ -3,7 +3,8 @@
 tritonclient.grpc and kserve both register the protobuf package `inference` in protobuf's default descriptor
 pool, so the two cannot be imported into one Python process ("duplicate symbol 'inference.ServerLiveRequest'").
 The test process imports kserve; this script is run by tests/serving/test_grpc.py with
-`python grpc_triton_client.py TARGET MODEL '<json: rows, int_rows, features>'`.
+`python grpc_triton_client.py TARGET MODEL '<json: rows, int_rows, features>'` (or `'<json: columns>'`: one
+[name, datatype, values] per feature of a typed model).
 """
 
 from __future__ import annotations
@@ -37,8 +38,28 @@ def _infer(client: triton.InferenceServerClient, model: str, rows: np.ndarray, d
     }
 
 
+def typed(target: str, model: str, columns: list[tuple[str, str, list[Any]]]) -> dict[str, Any]:
+    """One input per feature (BYTES for categorical ones, sent raw as tritonclient.grpc always does)."""
+    client = triton.InferenceServerClient(target)
+    tensors = []
+    for name, datatype, values in columns:
+        tensor = triton.InferInput(name, [len(values)], datatype)
+        tensor.set_data_from_numpy(np.array(values, dtype=object if datatype == "BYTES" else np.float64))
+        tensors.append(tensor)
+    labels = client.infer(model, tensors).as_numpy("predict").tolist()
+    wrong = triton.InferInput(columns[-1][0], [len(columns[-1][2])], "FP64")
+    wrong.set_data_from_numpy(np.zeros(len(columns[-1][2])))
+    return {
+        "metadata": client.get_model_metadata(model, as_json=True),
+        "predict": [v.decode() if isinstance(v, bytes) else v for v in labels],
+        "wrong_datatype": _error(lambda: client.infer(model, [*tensors[:-1], wrong])),
+    }
+
+
 def main(target: str, model: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Every call the test checks, in one process."""
+    if "columns" in spec:
+        return typed(target, model, spec["columns"])
     client = triton.InferenceServerClient(target)
     rows = np.array(spec["rows"], dtype=np.float64)
     seen: dict[str, Any] = {

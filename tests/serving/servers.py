@@ -56,6 +56,88 @@ def train_iris_model_dir(directory: Path, *, family: str, onnx: bool) -> tuple[P
     return directory, card, estimator
 
 
+MIXED_LABEL = "churn"
+MIXED_FEATURES = ["tenure", "monthly_charge", "contract", "region"]
+"""The mixed-type test model's inputs: numeric nullable, numeric, categorical, categorical nullable."""
+
+
+def mixed_frame(rows: int = 400, seed: int = 0) -> Any:
+    """A churn-like table with string categories, missing values and a yes/no label (no download)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(1, 73, rows).astype(float)
+    charge = np.round(rng.uniform(20, 120, rows), 2)
+    contract = rng.choice(["month", "one_year", "two_year"], rows)
+    region = rng.choice(["north", "south", "east", "west"], rows).astype(object)
+    score = (contract == "month") * 1.5 + (charge > 80) - tenure / 36 + rng.normal(0, 0.5, rows)
+    tenure[rng.random(rows) < 0.1] = np.nan
+    region[rng.random(rows) < 0.1] = None
+    frame = pd.DataFrame({"tenure": tenure, "monthly_charge": charge, "contract": contract, "region": region})
+    frame[MIXED_LABEL] = np.where(score > 0.3, "yes", "no")
+    return frame
+
+
+def train_mixed_model_dir(directory: Path) -> tuple[Path, ModelCard, Any, Any]:
+    """Categorical + missing values + HistGradientBoosting through the pipeline's own data, train and save steps.
+
+    Returns (directory, card, estimator, schema).
+    """
+    from components.features import infer_feature_schema
+    from components.train import save_trained_model, train_model
+
+    frame = mixed_frame()
+    schema = infer_feature_schema(frame, label_column=MIXED_LABEL)
+    assert [f.name for f in schema.features] == MIXED_FEATURES
+    model = train_model(
+        frame, schema=schema, model_family="hist_gradient_boosting", hyperparameters={"max_iter": 30}, seed=0
+    )
+    card = save_trained_model(
+        model, directory, training_data_fingerprint="mixed-test", check_features=frame, reference_features=frame
+    )
+    return directory, card, model.estimator, schema
+
+
+def train_regression_model_dir(directory: Path) -> tuple[Path, ModelCard, Any]:
+    """Ridge on scikit-learn's bundled diabetes data (all numeric, regression), through train and save."""
+    from sklearn.datasets import load_diabetes
+
+    from components.features import infer_feature_schema
+    from components.train import save_trained_model, train_model
+
+    frame = load_diabetes(as_frame=True).frame
+    schema = infer_feature_schema(frame, label_column=DEFAULT_LABEL_COLUMN)
+    assert schema.task == "regression"
+    model = train_model(frame, schema=schema, model_family="ridge", seed=0)
+    card = save_trained_model(
+        model, directory, training_data_fingerprint="diabetes-test", check_features=frame, reference_features=frame
+    )
+    return directory, card, model.estimator
+
+
+README_FEATURE_TYPES = {"store": "categorical"}
+"""What the README's typed examples declare for `benchmarks/make_mixed_data.py`'s data (its `store` codes)."""
+
+
+def train_readme_typed_model_dir(directory: Path, *, task: str) -> tuple[Path, ModelCard, Any]:
+    """The README's `sklearn-customers` (classification) or `sklearn-spend` (regression) model, `model_family=auto`."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from make_mixed_data import make_mixed_data
+
+    from components.features import infer_feature_schema
+    from components.train import save_trained_model, train_model
+
+    frame = make_mixed_data(2000, task=task, seed=0)
+    label = str(frame.columns[-1])
+    schema = infer_feature_schema(frame, label_column=label, task=task, feature_types=README_FEATURE_TYPES)
+    model = train_model(frame, schema=schema, model_family="auto", seed=0)
+    card = save_trained_model(
+        model, directory, training_data_fingerprint="readme", check_features=frame, reference_features=frame
+    )
+    return directory, card, model.estimator
+
+
 @dataclass
 class ServerProcess:
     """A `python -m components.serving` subprocess; `url` is its base URL."""

@@ -200,3 +200,88 @@ def test_v2_json_without_content_type_matches_v1(served: Served, rows: np.ndarra
     body["outputs"] = [{"name": "predict"}]
     reply = httpx.post(served.v2, content=json.dumps(body).encode(), timeout=30)
     assert reply.json()["outputs"][0]["data"] == v1_labels(served, rows)
+
+
+# --- the same clients on a mixed-type model: BYTES for categorical features --------------------------------------
+
+MIXED_ROWS = [
+    [12.0, 70.5, "month", "north"],
+    [60.0, 25.0, "two_year", "south"],
+    [3.0, 99.9, "month", "east"],
+    [40.0, 55.0, "one_year", "atlantis"],
+]
+
+
+def _mixed_expected(mixed_served: Served) -> list[str]:
+    expected = mixed_served.estimator.predict(np.array(MIXED_ROWS, dtype=object)).tolist()
+    reply = httpx.post(mixed_served.v1, json={"instances": MIXED_ROWS}, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["predictions"] == expected and len(set(expected)) == 2
+    return expected
+
+
+def _text(value: bytes | str) -> str:
+    """A BYTES element: bytes from a binary answer, str from a JSON one."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _mixed_columns(mixed_served: Served) -> list[tuple[str, str, np.ndarray]]:
+    """(name, datatype, values) per feature, as the V2 metadata describes them."""
+    columns = []
+    for j, feature in enumerate(mixed_served.card.features):
+        values = [row[j] for row in MIXED_ROWS]
+        if feature.kind == "categorical":
+            columns.append((feature.name, "BYTES", np.array(values, dtype=object)))
+        else:
+            columns.append((feature.name, "FP64", np.array(values, dtype=np.float64)))
+    return columns
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_tritonclient_http_bytes_inputs_on_a_mixed_type_model(mixed_served: Served, binary: bool) -> None:
+    import tritonclient.http as triton
+
+    expected = _mixed_expected(mixed_served)
+    client = triton.InferenceServerClient(mixed_served.server.url.removeprefix("http://"))
+    try:
+        metadata = client.get_model_metadata(mixed_served.name)
+        tensors = []
+        for name, datatype, values in _mixed_columns(mixed_served):
+            tensor = triton.InferInput(name, [len(values)], datatype)
+            tensor.set_data_from_numpy(values, binary_data=binary)
+            tensors.append(tensor)
+        outputs = [triton.InferRequestedOutput("predict", binary_data=binary)]
+        result = client.infer(mixed_served.name, tensors, outputs=outputs)
+    finally:
+        client.close()
+
+    assert [i["datatype"] for i in metadata["inputs"]] == ["FP64", "FP64", "BYTES", "BYTES"]
+    assert [_text(v) for v in result.as_numpy("predict").tolist()] == expected
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_kserve_rest_client_v2_bytes_inputs_on_a_mixed_type_model(mixed_served: Served, binary: bool) -> None:
+    from kserve import InferInput, InferRequest
+
+    expected = _mixed_expected(mixed_served)
+    tensors = []
+    for name, datatype, values in _mixed_columns(mixed_served):
+        tensor = InferInput(name, [len(values)], datatype)
+        tensor.set_data_from_numpy(values, binary_data=binary)
+        tensors.append(tensor)
+    request = InferRequest(model_name=mixed_served.name, infer_inputs=tensors)
+
+    answer = _kserve("v2", lambda c: c.infer(mixed_served.server.url, request, model_name=mixed_served.name))
+
+    assert [_text(v) for v in answer.outputs[0].as_numpy().tolist()] == expected
+
+
+def test_kserve_rest_client_v1_on_a_mixed_type_model(mixed_served: Served) -> None:
+    expected = _mixed_expected(mixed_served)
+    rows = [dict(zip(mixed_served.card.feature_names, row, strict=True)) for row in MIXED_ROWS]
+
+    answer = _kserve(
+        "v1", lambda c: c.infer(mixed_served.server.url, {"instances": rows}, model_name=mixed_served.name)
+    )
+
+    assert answer["predictions"] == expected

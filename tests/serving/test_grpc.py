@@ -27,7 +27,7 @@ from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from kserve.protocol.infer_type import RequestedOutput
 
 from tests.helpers import free_port
-from tests.serving.servers import ROOT, ServerProcess, start_server, train_iris_model_dir
+from tests.serving.servers import ROOT, ServerProcess, start_server, train_iris_model_dir, train_mixed_model_dir
 from tests.serving.serving_cases import FEATURES, GOOD_ROW, MAX_BODY_BYTES, MAX_ROWS
 
 TRITON_CLIENT = Path(__file__).with_name("grpc_triton_client.py")
@@ -279,6 +279,67 @@ def test_a_client_error_logs_one_short_line(served: GrpcServed, stub: pb_grpc.GR
     lines = served.server.output().splitlines()[before:]
     assert "Traceback" not in "\n".join(lines)
     assert len(lines) <= 1, lines
+
+
+# --- typed features: BYTES for categorical inputs -------------------------------------------------------------
+
+MIXED_ROWS = [[12.0, 70.5, "month", "north"], [60.0, 25.0, "two_year", "south"], [3.0, 99.9, "month", "atlantis"]]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, list[str], list[tuple[str, str, list]]]]:
+    """A gRPC server on the mixed-type model: (target, what V1 answers for MIXED_ROWS, the per-feature columns)."""
+    base = tmp_path_factory.mktemp("grpc-mixed")
+    _, card, _, _ = train_mixed_model_dir(base / "model")
+    grpc_port = free_port()
+    server = start_server(base / "model", base / "server.log", f"--grpc_port={grpc_port}", model_name="churn")
+    try:
+        reply = httpx.post(f"{server.url}/v1/models/churn:predict", json={"instances": MIXED_ROWS}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        columns = [
+            (f.name, "BYTES" if f.kind == "categorical" else "FP64", [row[j] for row in MIXED_ROWS])
+            for j, f in enumerate(card.features)
+        ]
+        yield f"127.0.0.1:{grpc_port}", reply.json()["predictions"], columns
+    finally:
+        assert server.stop() == 0, server.output()[-3000:]
+
+
+def test_tritonclient_grpc_raw_bytes_inputs_equal_v1(mixed: tuple[str, list[str], list]) -> None:
+    target, expected, columns = mixed
+    if importlib.util.find_spec("tritonclient") is None:
+        pytest.skip("tritonclient[grpc] is a dev dependency")
+    done = subprocess.run(
+        [sys.executable, str(TRITON_CLIENT), target, "churn", json.dumps({"columns": columns})],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    seen = json.loads(done.stdout)
+
+    assert seen["predict"] == expected
+    assert [i["datatype"] for i in seen["metadata"]["inputs"]] == ["FP64", "FP64", "BYTES", "BYTES"]
+    assert seen["wrong_datatype"]["status"] == "StatusCode.INVALID_ARGUMENT"
+    assert "feature 'region' (categorical, nullable) takes BYTES" in seen["wrong_datatype"]["message"]
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["typed-contents", "raw-contents"])
+def test_kserve_grpc_client_bytes_inputs_equal_v1(mixed: tuple[str, list[str], list], binary: bool) -> None:
+    target, expected, columns = mixed
+    tensors = []
+    for name, datatype, values in columns:
+        tensor = InferInput(name, [len(values)], datatype)
+        tensor.set_data_from_numpy(np.array(values, dtype=object if datatype == "BYTES" else None), binary_data=binary)
+        tensors.append(tensor)
+
+    async def call() -> InferResponse:
+        async with InferenceGRPCClient(target) as client:
+            return await client.infer(InferRequest(model_name="churn", infer_inputs=tensors))
+
+    labels = asyncio.run(call()).outputs[0].as_numpy().tolist()
+    assert [v.decode() if isinstance(v, bytes) else v for v in labels] == expected
 
 
 # --- startup flags -------------------------------------------------------------------------------------------

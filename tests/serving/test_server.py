@@ -111,7 +111,9 @@ def test_health_and_readiness(onnx_served: Served) -> None:
     url = onnx_served.server.url
     assert httpx.get(f"{url}/v2/health/live").json() == {"live": True}
     assert httpx.get(f"{url}/v2/health/ready").json() == {"ready": True}
-    assert httpx.get(f"{url}/v1/models/iris").json() == {"name": "iris", "ready": True}
+    v1 = httpx.get(f"{url}/v1/models/iris").json()
+    assert (v1["name"], v1["ready"], v1["task"], v1["class_names"]) == ("iris", True, "classification", ["0", "1", "2"])
+    assert v1["features"] == [{"name": name, "kind": "numeric", "nullable": False} for name in FEATURES]
     assert httpx.get(f"{url}/v2/models/iris/ready").json() == {"name": "iris", "ready": True}
 
 

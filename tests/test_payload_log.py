@@ -1,4 +1,5 @@
-"""PayloadLogWriter and read_payload_window: nothing lost, nothing half-written, windows honoured."""
+"""PayloadLogWriter and read_payload_window: nothing lost, nothing half-written, windows honoured, typed columns as
+the schema says (strings for categories, nulls kept), older logs still read."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from components.constants import (
     PAYLOAD_LOG_DATE_PREFIX,
     PAYLOAD_SOURCE_LOCAL,
 )
+from components.features import Feature, FeatureSchema, feature_matrix
 from components.monitoring.payload_reader import list_payload_files, read_payload_window
 from components.payload_log import DEFAULT_FLUSH_INTERVAL_S, METADATA_COLUMNS, PayloadLogError, PayloadLogWriter
 
@@ -164,16 +166,6 @@ def test_a_broken_destination_never_reaches_the_caller(tmp_path: Path) -> None:
     assert writer.stats().failed == 3 and writer.stats().written == 0
 
 
-def test_object_store_locations_resolve_to_an_s3_filesystem() -> None:
-    import pyarrow.fs as pafs
-
-    from components.monitoring.payload_reader import open_filesystem
-
-    fs, path = open_filesystem("minio://mlpipeline/payload-logs", s3_endpoint="http://seaweedfs.kubeflow:9000")
-    assert isinstance(fs, pafs.S3FileSystem) and path == "mlpipeline/payload-logs"
-    assert open_filesystem("/var/logs/payload") == (None, "/var/logs/payload")
-
-
 def test_a_broken_destination_is_logged_once_not_per_flush(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the log directory should be")
@@ -227,3 +219,70 @@ def test_rows_reach_the_disk_without_close_so_kill_9_loses_at_most_the_flush_int
     assert child.returncode == -9
     frame = read_payload_window(tmp_path, model_name="iris", start=None, end=None)
     assert frame[PAYLOAD_COLUMN_PREDICTION].tolist() == ["1", "2", "3"] and (frame["a"] == 7.0).all()
+
+
+TYPED = [
+    Feature(name="age", kind="numeric", nullable=True),
+    Feature(name="colour", kind="categorical", categories=["blue", "red"], nullable=True),
+    Feature(name="size", kind="numeric"),
+]
+
+
+def typed_writer(log_dir: Path, **kwargs) -> PayloadLogWriter:
+    return PayloadLogWriter(log_dir, model_name="mixed", model_sha256="cd" * 32, features=TYPED, **kwargs)
+
+
+def test_typed_columns_hold_strings_for_categories_and_keep_nulls(tmp_path: Path) -> None:
+    # given: what the server hands over: feature_matrix's object array, a missing value as NaN
+    schema = FeatureSchema(task="classification", task_reason="given", label_column="y", features=TYPED,
+                           class_names=["no", "yes"])  # fmt: skip
+    frame = pd.DataFrame({"age": [31.0, np.nan, 50.5], "colour": ["red", None, "green"], "size": [1.0, 2.0, 3.0]})
+    with typed_writer(tmp_path) as writer:
+        writer.record(feature_matrix(frame, schema), np.array(["no", "yes", "no"]))
+    # then: the Parquet columns are typed by kind, and nothing missing became a number or the text "nan"
+    (file,) = list_payload_files(tmp_path, model_name="mixed")
+    table = pq.read_table(file)
+    assert [str(table.schema.field(n).type) for n in ("age", "colour", "size")] == ["double", "string", "double"]
+    assert table["age"].to_pylist() == [31.0, None, 50.5] and table["age"].null_count == 1
+    assert table["colour"].to_pylist() == ["red", None, "green"]  # an unseen category is logged as received
+    window = read_payload_window(tmp_path, model_name="mixed", start=None, end=None)
+    assert window["colour"].tolist() == ["red", None, "green"] and window["age"].isna().tolist() == [False, True, False]
+
+
+def test_categorical_values_that_are_not_strings_are_logged_as_their_category_text(tmp_path: Path) -> None:
+    rows = np.array([[1.0, 3, 1.0], [2.0, True, 1.0], [3.0, 4.0, 1.0], [4.0, float("nan"), 1.0]], dtype=object)
+    with typed_writer(tmp_path) as writer:
+        writer.record(rows, [0, 1, 0, 1])
+    window = read_payload_window(tmp_path, model_name="mixed", start=None, end=None)
+    assert window["colour"].tolist() == ["3", "true", "4", None]  # as features.category_value writes them
+
+
+def test_regression_predictions_read_back_as_the_same_numbers(tmp_path: Path) -> None:
+    predictions = np.array([0.1, 152.25, -3.0, 1e-7])
+    with make_writer(tmp_path) as writer:
+        writer.record(np.ones((4, 4)), predictions)
+    window = read_payload_window(tmp_path, model_name="iris", start=None, end=None)
+    assert pd.to_numeric(window[PAYLOAD_COLUMN_PREDICTION]).tolist() == predictions.tolist()
+
+
+def test_a_feature_that_changed_kind_is_read_from_old_and_new_logs(tmp_path: Path) -> None:
+    # given: the model was first trained with 'colour' read as numbers (float64 log), then as categories
+    first = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    with PayloadLogWriter(tmp_path, model_name="mixed", model_sha256="0" * 64,
+                          feature_names=["age", "colour", "size"]) as writer:  # fmt: skip
+        writer.record(np.array([[30.0, 1.0, 1.0], [31.0, 2.0, 1.0]]), [0, 1], timestamp=first)
+    with typed_writer(tmp_path) as writer:
+        writer.record(np.array([[32.0, "red", 1.0]], dtype=object), [1], timestamp=first + timedelta(days=1))
+    # when: one window spans both, then: every row is read, oldest first, each value as it was logged
+    window = read_payload_window(tmp_path, model_name="mixed", start=None, end=None)
+    assert window["colour"].tolist() == [1.0, 2.0, "red"] and window["age"].tolist() == [30.0, 31.0, 32.0]
+
+
+def test_typed_features_and_names_must_agree(tmp_path: Path) -> None:
+    with pytest.raises(PayloadLogError, match="differ from the features' names"):
+        PayloadLogWriter(tmp_path, model_name="m", model_sha256="", feature_names=["age"], features=TYPED)
+    with pytest.raises(PayloadLogError, match="give feature_names or features"):
+        PayloadLogWriter(tmp_path, model_name="m", model_sha256="")
+    writer = typed_writer(tmp_path, feature_names=["age", "colour", "size"])
+    assert writer.categorical == ["colour"]
+    writer.close()
