@@ -209,6 +209,20 @@ def rows_from_v1(payload: Mapping[str, Any], spec: FeatureSpec) -> np.ndarray:
     return _matrix(instances, spec)
 
 
+def _single_tensor_shape(name: str, shape: list[int], spec: FeatureSpec) -> list[int]:
+    """The [N, n_features] shape of a request's one all-feature tensor ([N] for a one-feature model), rows checked."""
+    if spec.n_features == 1 and len(shape) == 1:
+        shape = [shape[0], 1]
+    if len(shape) != 2 or shape[1] != spec.n_features:
+        raise ClientError(
+            f"input '{_short(name)}' has shape {shape}; a single input needs shape [N, {spec.n_features}] "
+            f"(columns {_names(spec.feature_names)}), or send one input per feature, named as in the metadata",
+            reason="feature_count",
+        )
+    _check_row_count(shape[0], spec, v2=True)
+    return shape
+
+
 def _check_list_rows(rows: list[Any], spec: FeatureSpec, *, values: str) -> None:
     """Every V1 row is a list of the model's feature count; the message names the first row that is not."""
     for i, row in enumerate(rows):
@@ -236,15 +250,7 @@ def rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec, binary: memoryvi
     tensors = _v2_tensors(payload, spec, binary, typed=False)
     if len(tensors) == 1 and tensors[0][0] not in spec.feature_names:
         name, shape, data, _ = tensors[0]
-        if spec.n_features == 1 and len(shape) == 1:
-            shape = [shape[0], 1]
-        if len(shape) != 2 or shape[1] != spec.n_features:
-            raise ClientError(
-                f"input '{_short(name)}' has shape {shape}; a single input needs shape [N, {spec.n_features}] "
-                f"(columns {_names(spec.feature_names)}), or send one input per feature, named as in the metadata",
-                reason="feature_count",
-            )
-        _check_row_count(shape[0], spec, v2=True)
+        shape = _single_tensor_shape(name, shape, spec)
         return _matrix_from_flat(name, data, shape, spec)
     rows = _check_feature_inputs(tensors, spec)
     columns: dict[str, np.ndarray] = {}
@@ -318,15 +324,7 @@ def typed_rows_from_v2(payload: Mapping[str, Any], spec: FeatureSpec, binary: me
                 f"{V2_BYTES} for the categorical ones",
                 reason="feature_names",
             )
-        if spec.n_features == 1 and len(shape) == 1:
-            shape = [shape[0], 1]
-        if len(shape) != 2 or shape[1] != spec.n_features:
-            raise ClientError(
-                f"input '{_short(name)}' has shape {shape}; a single input needs shape [N, {spec.n_features}] "
-                f"(columns {_names(spec.feature_names)}), or send one input per feature, named as in the metadata",
-                reason="feature_count",
-            )
-        _check_row_count(shape[0], spec, v2=True)
+        shape = _single_tensor_shape(name, shape, spec)
         if datatype not in V2_NUMERIC_DATATYPES:
             raise ClientError(
                 f"input '{_short(name)}' has datatype {datatype}; the features are numeric: use {V2_FP64}",
